@@ -1,0 +1,42 @@
+"""gptrl: train, ship and run GPT-style transformer policies for reinforcement learning.
+
+The top-level names are imported lazily so that ``import gptrl.runtime`` never pulls in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_runner": "gptrl.exporter.runner",
+    "PolicyRunner": "gptrl.exporter.runner",
+    "load_runner_from_hub": "gptrl.exporter.runner",
+    "export_bundle": "gptrl.exporter.bundle_writer",
+    "convert_legacy_bundle_to_safetensors": "gptrl.exporter.legacy",
+    "run_episodes": "gptrl.evaluation",
+    "evaluate": "gptrl.evaluation",
+    "load_bundle": "gptrl.bundle",
+    "BundleError": "gptrl.bundle",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gptrl.bundle import BundleError, load_bundle
+    from gptrl.evaluation import evaluate, run_episodes
+    from gptrl.exporter.bundle_writer import export_bundle
+    from gptrl.exporter.legacy import convert_legacy_bundle_to_safetensors
+    from gptrl.exporter.runner import PolicyRunner, load_runner, load_runner_from_hub
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gptrl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

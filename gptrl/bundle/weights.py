@@ -1,0 +1,163 @@
+"""Strict checking of a bundle's ``model.safetensors`` against its architecture.
+
+Every tensor the architecture needs must be present with the right shape, float32 dtype
+and finite values; tensors the format is known to carry but that do not enter the math
+(the unused token-embedding table, the bound buffers) are checked for shape when present;
+anything else is reported as unexpected. All problems are gathered into one error.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file
+
+from gptrl.bundle.config import BundleConfig, ModelConfig
+from gptrl.bundle.errors import BundleError
+
+WEIGHTS_FILE = "model.safetensors"
+_BOUND_BUFFER = re.compile(r"^(input|output)_adapter\.\d+\.(low|high)$")
+
+
+def required_tensors(model: ModelConfig, state_dim: int, action_dim: int, *, embedded_normalizer: bool) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor the forward pass reads."""
+    d, layers = model.d_model, range(model.num_layers)
+    shapes: dict[str, tuple[int, ...]] = {
+        "input_proj.layers.0.weight": (d, state_dim + action_dim + 1),
+        "input_proj.layers.0.bias": (d,),
+    }
+    if model.network == "llama":
+        inter = model.intermediate_size
+        for i in layers:
+            p = f"backbone.net.layers.{i}."
+            for proj in "qkvo":
+                shapes[f"{p}self_attn.{proj}_proj.weight"] = (d, d)
+            shapes[f"{p}mlp.gate_proj.weight"] = (inter, d)
+            shapes[f"{p}mlp.up_proj.weight"] = (inter, d)
+            shapes[f"{p}mlp.down_proj.weight"] = (d, inter)
+            shapes[f"{p}input_layernorm.weight"] = (d,)
+            shapes[f"{p}post_attention_layernorm.weight"] = (d,)
+        shapes["backbone.net.norm.weight"] = (d,)
+    else:
+        shapes["backbone.net.wpe.weight"] = (model.max_position_embeddings, d)
+        for i in layers:
+            p = f"backbone.net.h.{i}."
+            for name, shape in (
+                ("ln_1", (d,)), ("ln_2", (d,)),
+                ("attn.c_attn", (d, 3 * d)), ("attn.c_proj", (d, d)),
+                ("mlp.c_fc", (d, 4 * d)), ("mlp.c_proj", (4 * d, d)),
+            ):
+                shapes[f"{p}{name}.weight"] = shape
+                shapes[f"{p}{name}.bias"] = (shape[-1],)
+        shapes["backbone.net.ln_f.weight"] = (d,)
+        shapes["backbone.net.ln_f.bias"] = (d,)
+    heads = [action_dim, action_dim, 1] + ([1] if model.use_eos else [])
+    for k, out in enumerate(heads):
+        shapes[f"output_head.{k}.layers.1.weight"] = (out, d)
+        shapes[f"output_head.{k}.layers.1.bias"] = (out,)
+    if embedded_normalizer:
+        shapes.update(normalizer_tensors(state_dim))
+    return shapes
+
+
+def normalizer_tensors(state_dim: int) -> dict[str, tuple[int, ...]]:
+    return {
+        "state_normalization_enabled": (1,),
+        "state_normalization_mean": (state_dim,),
+        "state_normalization_std": (state_dim,),
+    }
+
+
+def optional_tensors(model: ModelConfig, state_dim: int, action_dim: int) -> dict[str, tuple[int, ...]]:
+    """Tensors the format carries that do not enter the math (shape-checked when present)."""
+    d, a = model.d_model, action_dim
+    embed = "backbone.net.embed_tokens.weight" if model.network == "llama" else "backbone.net.wte.weight"
+    return {
+        embed: (1, d),
+        "_action_scale": (1, a),
+        "_action_bias": (1, a),
+        "action_normalization_enabled": (1,),
+        "action_normalization_mean": (a,),
+        "action_normalization_std": (a,),
+        **normalizer_tensors(state_dim),
+    }
+
+
+def format_buffers(config: BundleConfig) -> dict[str, np.ndarray]:
+    """The bound and switch buffers the reference writes beside the weights, rebuilt from the config.
+
+    gptrl's math does not read them, but writing them keeps our bundles loadable by every
+    runtime that reads the format.
+    """
+    low, high = config.action_low, config.action_high
+    a = config.action_dim
+    out = {
+        "_action_scale": ((high - low) / 2).reshape(1, a),
+        "_action_bias": ((high + low) / 2).reshape(1, a),
+        "action_normalization_enabled": np.zeros(1),
+        "action_normalization_mean": np.zeros(a),
+        "action_normalization_std": np.ones(a),
+        "input_adapter.1.low": low.reshape(1, 1, a),
+        "input_adapter.1.high": high.reshape(1, 1, a),
+    }
+    for k in (0, 1):
+        out[f"output_adapter.{k}.low"] = low.reshape(1, 1, a)
+        out[f"output_adapter.{k}.high"] = high.reshape(1, 1, a)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Load a safetensors file as numpy arrays; a missing, truncated or corrupt file raises BundleError."""
+    if not path.is_file():
+        raise BundleError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise BundleError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def check_tensors(
+    tensors: dict[str, np.ndarray],
+    required: dict[str, tuple[int, ...]],
+    optional: dict[str, tuple[int, ...] | None],
+    source: Path | str,
+    *,
+    strict: bool = True,
+) -> list[str]:
+    """Validate ``tensors``; raises BundleError listing every problem. Returns unexpected names (strict=False)."""
+    problems: list[str] = []
+    for name, shape in required.items():
+        if name not in tensors:
+            problems.append(f"missing tensor '{name}' (expected shape {list(shape)})")
+    unexpected = []
+    for name, array in tensors.items():
+        if name in required:
+            shape = required[name]
+        elif name in optional or _BOUND_BUFFER.match(name):
+            shape = optional.get(name) or array.shape  # None: any shape
+        else:
+            unexpected.append(name)
+            continue
+        if array.dtype != np.float32:
+            problems.append(f"tensor '{name}' has dtype {array.dtype}, expected float32")
+        elif tuple(array.shape) != tuple(shape):
+            problems.append(f"tensor '{name}' has shape {list(array.shape)}, expected {list(shape)}")
+        elif name in required and not np.all(np.isfinite(array)):
+            problems.append(f"tensor '{name}' holds non-finite values (NaN or inf)")
+        elif np.any(np.isnan(array)):
+            problems.append(f"tensor '{name}' holds NaN")
+    if unexpected and strict:
+        problems.append(f"unexpected tensors {sorted(unexpected)} (not part of this architecture)")
+    if problems:
+        shown = problems[:8] + ([f"... and {len(problems) - 8} more"] if len(problems) > 8 else [])
+        raise BundleError(f"{source}: " + "; ".join(shown))
+    return sorted(unexpected)
+
+
+def parameter_count(shapes: dict[str, tuple[int, ...]]) -> int:
+    """Learned parameters among ``shapes`` (buffers such as the normaliser are not counted)."""
+    buffers = set(normalizer_tensors(0))
+    return sum(int(np.prod(s)) for name, s in shapes.items() if name not in buffers)

@@ -1,0 +1,382 @@
+"""The Causal GPT-RL policy network in plain torch (Llama and GPT2 flavours).
+
+One token per timestep, x = [s_norm | atanh-encoded action | is_bos], projected to d_model,
+run through a causal backbone identical in math to Hugging Face ``LlamaModel`` /
+``GPT2Model`` (fed with inputs_embeds), then four small heads. Module names mirror the
+bundle's tensor names, so ``state_dict()`` *is* the bundle's weights.
+
+Two entry points share every layer:
+- ``forward`` runs a whole sequence causally (training);
+- ``step`` runs one new token per row against a key/value cache (inference and ONNX export).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gptrl.bundle.config import BundleConfig, ModelConfig
+
+ACTION_CLIP_EPS = 1e-6
+LLAMA_NORM_EPS = 1e-6
+GPT2_NORM_EPS = 1e-5
+
+# Per layer: (keys, values), each [batch, heads, length, head_dim]; keys already carry RoPE.
+KVCache = list[tuple[Tensor, Tensor]]
+
+
+@dataclass
+class PolicyOutput:
+    mu: Tensor  # [..., A] pre-tanh action mean
+    log_std: Tensor  # [..., A]
+    value: Tensor  # [...]
+    termination_logit: Tensor | None  # [...] (None without an EOS head)
+
+
+# ----------------------------------------------------------------------------- Llama
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = LLAMA_NORM_EPS):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos/sin tables [..., head_dim] for integer positions (HF's half-split layout)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+    freqs = positions.float()[..., None] * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.num_heads, self.head_dim, self.theta = cfg.num_heads, cfg.head_dim, cfg.rope_theta
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+
+    def qkv(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Heads-first q, k, v for x [B, T, d] at positions [B, T]; RoPE applied to q and k."""
+        b, t, _ = x.shape
+        shape = (b, t, self.num_heads, self.head_dim)
+        q, k, v = (proj(x).view(shape).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        cos, sin = rope_cos_sin(positions, self.head_dim, self.theta)
+        cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def out(self, y: Tensor) -> Tensor:
+        b, _, t, _ = y.shape
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.d_model, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.d_model)
+        self.self_attn = LlamaAttention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.d_model)
+        self.mlp = LlamaMLP(cfg)
+
+    def attn_in(self, x: Tensor) -> Tensor:
+        return self.input_layernorm(x)
+
+    @property
+    def attn(self) -> LlamaAttention:
+        return self.self_attn
+
+    def mlp_out(self, x: Tensor) -> Tensor:
+        return self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaBackbone(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(1, cfg.d_model)  # part of the format, never read
+        self.layers = nn.ModuleList(LlamaBlock(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.d_model)
+
+    def embed(self, x: Tensor, positions: Tensor) -> Tensor:
+        return x  # positions enter through RoPE inside attention
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.layers
+
+    def final_norm(self, x: Tensor) -> Tensor:
+        return self.norm(x)
+
+
+# ----------------------------------------------------------------------------- GPT2
+
+
+class Conv1D(nn.Module):
+    """GPT2's linear layer with the weight stored [in, out]."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
+
+
+class GPT2Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
+        self.c_attn = Conv1D(cfg.d_model, 3 * cfg.d_model)
+        self.c_proj = Conv1D(cfg.d_model, cfg.d_model)
+
+    def qkv(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, t, d = x.shape
+        q, k, v = self.c_attn(x).split(d, dim=-1)
+        shape = (b, t, self.num_heads, self.head_dim)
+        return tuple(z.view(shape).transpose(1, 2) for z in (q, k, v))
+
+    def out(self, y: Tensor) -> Tensor:
+        b, _, t, _ = y.shape
+        return self.c_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.c_fc = Conv1D(cfg.d_model, 4 * cfg.d_model)
+        self.c_proj = Conv1D(4 * cfg.d_model, cfg.d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=GPT2_NORM_EPS)
+        self.attn = GPT2Attention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=GPT2_NORM_EPS)
+        self.mlp = GPT2MLP(cfg)
+
+    def attn_in(self, x: Tensor) -> Tensor:
+        return self.ln_1(x)
+
+    def mlp_out(self, x: Tensor) -> Tensor:
+        return self.mlp(self.ln_2(x))
+
+
+class GPT2Backbone(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.wte = nn.Embedding(1, cfg.d_model)  # part of the format, never read
+        self.wpe = nn.Embedding(cfg.max_position_embeddings, cfg.d_model)
+        self.h = nn.ModuleList(GPT2Block(cfg) for _ in range(cfg.num_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=GPT2_NORM_EPS)
+
+    def embed(self, x: Tensor, positions: Tensor) -> Tensor:
+        return x + self.wpe(positions)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.h
+
+    def final_norm(self, x: Tensor) -> Tensor:
+        return self.ln_f(x)
+
+
+class Backbone(nn.Module):
+    """Holds the stack under the name ``net`` so tensor names read ``backbone.net.*``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.net = LlamaBackbone(cfg) if cfg.network == "llama" else GPT2Backbone(cfg)
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+class Projection(nn.Module):
+    """``layers.0`` = Linear: the token input projection."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(n_in, n_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class Head(nn.Module):
+    """``layers`` = ReLU, Linear."""
+
+    def __init__(self, d_model: int, n_out: int):
+        super().__init__()
+        self.layers = nn.Sequential(nn.ReLU(), nn.Linear(d_model, n_out))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.layers(h)
+
+
+class PolicyModel(nn.Module):
+    """The whole policy: token encoding, backbone, heads and the action squashing."""
+
+    def __init__(self, config: BundleConfig):
+        super().__init__()
+        cfg = config.model
+        self.config = config
+        s, a = config.state_dim, config.action_dim
+        self.input_proj = Projection(s + a + 1, cfg.d_model)
+        self.backbone = Backbone(cfg)
+        heads = [a, a, 1] + ([1] if cfg.use_eos else [])
+        self.output_head = nn.ModuleList(Head(cfg.d_model, n) for n in heads)
+        self.register_buffer("state_normalization_enabled", torch.zeros(1))
+        self.register_buffer("state_normalization_mean", torch.zeros(s))
+        self.register_buffer("state_normalization_std", torch.ones(s))
+        low = torch.as_tensor(config.action_low, dtype=torch.float32)
+        high = torch.as_tensor(config.action_high, dtype=torch.float32)
+        # Bounds used by the action encoding; not saved (the config is their source of truth).
+        self.register_buffer("action_low", low, persistent=False)
+        self.register_buffer("action_high", high, persistent=False)
+
+    # -- token encoding -------------------------------------------------------
+
+    def normalize_states(self, states: Tensor) -> Tensor:
+        normalized = (states - self.state_normalization_mean) / self.state_normalization_std
+        return torch.where(self.state_normalization_enabled >= 0.5, normalized, states)
+
+    def encode_actions(self, actions: Tensor) -> Tensor:
+        """Env-unit actions -> pre-tanh feedback features: atanh of the clipped [-1, 1] action."""
+        unit = 2.0 * (actions - self.action_low) / (self.action_high - self.action_low) - 1.0
+        return torch.atanh(unit.clamp(-1.0 + ACTION_CLIP_EPS, 1.0 - ACTION_CLIP_EPS))
+
+    def squash_actions(self, mu: Tensor) -> Tensor:
+        """Pre-tanh mean -> deterministic env-unit action."""
+        return torch.tanh(mu) * (self.action_high - self.action_low) / 2 + (self.action_high + self.action_low) / 2
+
+    def embed_tokens(self, states: Tensor, actions: Tensor, is_bos: Tensor) -> Tensor:
+        """Raw states [..., S], env-unit actions [..., A], BOS flags [...] -> token embeddings [..., d].
+
+        BOS tokens carry a zero action slot whatever ``actions`` holds there.
+        """
+        bos = is_bos.to(states.dtype)[..., None]
+        features = self.encode_actions(actions) * (1.0 - bos)
+        return self.input_proj(torch.cat([self.normalize_states(states), features, bos], dim=-1))
+
+    def heads(self, h: Tensor) -> PolicyOutput:
+        out = [head(h) for head in self.output_head]
+        return PolicyOutput(
+            mu=out[0],
+            log_std=out[1],
+            value=out[2].squeeze(-1),
+            termination_logit=out[3].squeeze(-1) if len(out) > 3 else None,
+        )
+
+    # -- sequence forward (training) ------------------------------------------
+
+    def forward(
+        self, states: Tensor, actions: Tensor, is_bos: Tensor, padding_mask: Tensor | None = None
+    ) -> PolicyOutput:
+        """Causal pass over whole windows: states [B, T, S], actions [B, T, A], is_bos [B, T].
+
+        Token t is at position t. ``padding_mask`` [B, T] (True = real token) hides padding
+        keys. Head outputs at token t predict the action that follows it.
+        """
+        b, t, _ = states.shape
+        net = self.backbone.net
+        positions = torch.arange(t, device=states.device).expand(b, t)
+        x = net.embed(self.embed_tokens(states, actions, is_bos), positions)
+        mask = torch.ones(t, t, dtype=torch.bool, device=states.device).tril()[None, None]
+        if padding_mask is not None:
+            mask = mask & padding_mask[:, None, None, :].bool()
+            mask = mask | torch.eye(t, dtype=torch.bool, device=states.device)  # no all-masked rows
+        for block in net.blocks:
+            q, k, v = block.attn.qkv(block.attn_in(x), positions)
+            x = x + block.attn.out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+            x = x + block.mlp_out(x)
+        return self.heads(net.final_norm(x))
+
+    # -- single step against a cache (inference, export) -----------------------
+
+    def step(
+        self,
+        states: Tensor,
+        actions: Tensor,
+        is_bos: Tensor,
+        positions: Tensor,
+        past: KVCache,
+        past_valid: Tensor,
+    ) -> tuple[PolicyOutput, KVCache]:
+        """One new token per row against the cache.
+
+        states [B, S], actions [B, A] (the action taken at that state, env units), is_bos [B],
+        positions [B] (int64), past: per layer (k, v) [B, H, P, hd], past_valid [B, P] bool
+        (False = empty slot; slot order does not matter). Returns the heads for the new token
+        and its own per-layer (k, v) [B, H, 1, hd] for the caller to store.
+        """
+        net = self.backbone.net
+        pos = positions[:, None]
+        x = net.embed(self.embed_tokens(states, actions, is_bos)[:, None], pos)
+        mask = torch.cat([past_valid.bool(), past_valid.new_ones(past_valid.shape[0], 1, dtype=torch.bool)], dim=1)
+        mask = mask[:, None, None, :]
+        new_kv: KVCache = []
+        for block, (past_k, past_v) in zip(net.blocks, past):
+            q, k, v = block.attn.qkv(block.attn_in(x), pos)
+            new_kv.append((k, v))
+            keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+            x = x + block.attn.out(F.scaled_dot_product_attention(q, keys, values, attn_mask=mask))
+            x = x + block.mlp_out(x)
+        return self.heads(net.final_norm(x)[:, 0]), new_kv
+
+    def empty_cache(self, batch: int, length: int, device: torch.device | str | None = None) -> KVCache:
+        cfg = self.config.model
+        shape = (batch, cfg.num_heads, length, cfg.head_dim)
+        device = device or self.state_normalization_mean.device
+        return [(torch.zeros(shape, device=device), torch.zeros(shape, device=device)) for _ in range(cfg.num_layers)]
+
+
+def init_weights(model: PolicyModel, seed: int | None = None) -> PolicyModel:
+    """GPT-style random initialisation (normal 0.02, residual projections scaled by depth)."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    depth_scale = 1.0 / math.sqrt(2 * model.config.model.num_layers)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif "norm" in name or ".ln_" in name:
+                p.fill_(1.0)
+            else:
+                std = 0.02 * (depth_scale if name.endswith(("o_proj.weight", "down_proj.weight", "c_proj.weight")) else 1.0)
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model

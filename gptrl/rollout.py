@@ -1,0 +1,171 @@
+"""The per-row episode bookkeeping both runners share (numpy only, no torch).
+
+A runner asks :class:`RolloutState` which token each row feeds next (``begin_step``), runs
+its model, then reports the actions taken (``end_step``). This is where the rollout
+contract lives: BOS handling, the one-step-late pairing of states and actions, row resets,
+the cache layout and every check on what the caller passes in.
+
+Cache layout. The batch shares one cache of ``kv_cache_max_len`` slots used as a ring: each
+step every row writes its new token into the same slot, ``written % kv``, which holds the
+oldest entry once the ring is full. Positions are shared too: the new token of every row is
+at position ``min(written, kv)``, where ``written`` counts the tokens in the batch cache
+(this is what the reference runtime does; the batched trace shows that a row restarted by
+``reset_rows`` keeps the batch's position count rather than starting again at 0). A per-row
+validity mask hides what a row must not see: entries from before its reset and its own
+discarded BOS entry. When no row holds a valid entry (after a full reset's first step with
+BOS discard) the cache is empty again and ``written`` returns to 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from gptrl.bundle.config import BOS_CACHE_MODES, BundleConfig
+
+
+class RowPhase(IntEnum):
+    NOT_STARTED = 0  # never reset: acting is an error
+    AWAIT_OBS = 1  # reset_rows flagged it: the next observation is its s0
+    BOS_READY = 2  # its BOS token (s0, 0, 1) runs on the next step
+    RUNNING = 3  # its next token is the completed (s_{t-1}, a_{t-1}, 0)
+
+
+def resolve_serving(config: BundleConfig, kv_cache_max_len: int | None, bos_cache_mode: str | None) -> tuple[int, str]:
+    """Apply defaults to the serving settings and refuse those the architecture cannot serve."""
+    kv = config.context_length if kv_cache_max_len is None else kv_cache_max_len
+    if isinstance(kv, bool) or not isinstance(kv, (int, np.integer)) or kv < 1:
+        raise ValueError(f"kv_cache_max_len must be a positive integer, got {kv_cache_max_len!r}")
+    limit = config.model.max_kv_cache_len()
+    if limit is not None and kv > limit:
+        raise ValueError(
+            f"kv_cache_max_len={kv} cannot be served by this GPT2 policy: once the cache is full every "
+            f"token is written at position {kv}, but its learned position table has only "
+            f"max_position_embeddings={config.model.max_position_embeddings} rows (positions 0..{limit}); "
+            f"use kv_cache_max_len <= {limit}"
+        )
+    mode = bos_cache_mode or config.bos_cache_mode or "discard"
+    if mode not in BOS_CACHE_MODES:
+        raise ValueError(f"bos_cache_mode must be one of {BOS_CACHE_MODES}, got {bos_cache_mode!r}")
+    return int(kv), mode
+
+
+@dataclass
+class StepInputs:
+    """The token each row feeds this step, and how to shape what goes back to the caller."""
+
+    states: np.ndarray  # [B, S] float32, raw (un-normalised)
+    actions: np.ndarray  # [B, A] float32, env units (zeros on BOS rows)
+    is_bos: np.ndarray  # [B] bool
+    obs: np.ndarray  # [B, S] float32, this call's observations
+    single: bool  # the caller passed one unbatched observation
+
+    def shape_out(self, array: np.ndarray | None) -> np.ndarray | None:
+        """[B, ...] -> [...] for an unbatched caller."""
+        if array is None:
+            return None
+        return array[0] if self.single else array
+
+
+class RolloutState:
+    def __init__(self, num_envs: int, state_dim: int, action_dim: int, kv_cache_max_len: int, bos_cache_mode: str):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.num_envs, self.state_dim, self.action_dim = int(num_envs), state_dim, action_dim
+        self.kv_cache_max_len, self.bos_cache_mode = kv_cache_max_len, bos_cache_mode
+        self.phase = np.full(num_envs, RowPhase.NOT_STARTED, dtype=np.int8)
+        self.pending_state = np.zeros((num_envs, state_dim), np.float32)
+        self.pending_action = np.zeros((num_envs, action_dim), np.float32)
+        self.written = 0  # tokens in the batch cache since it was last empty
+        self.valid = np.zeros((num_envs, kv_cache_max_len), dtype=bool)  # [B, kv] row may attend to slot
+
+    @property
+    def position(self) -> int:
+        """Position of the next token (every row): min(written, kv)."""
+        return min(self.written, self.kv_cache_max_len)
+
+    @property
+    def slot(self) -> int:
+        """Ring slot the next token goes to."""
+        return self.written % self.kv_cache_max_len
+
+    # -- checks -----------------------------------------------------------------
+
+    def _batch(self, value: Any, width: int, what: str) -> tuple[np.ndarray, bool]:
+        try:
+            array = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what} must be numeric, got {type(value).__name__}") from None
+        b = self.num_envs
+        if array.shape == (width,) and b == 1:
+            array, single = array[None], True
+        elif array.shape == (b, width):
+            single = False
+        else:
+            expected = f"({width},) or (1, {width})" if b == 1 else f"({b}, {width})"
+            raise ValueError(f"{what} has shape {array.shape}, expected {expected} for num_envs={b}")
+        bad = ~np.isfinite(array).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{what} holds non-finite values (NaN or inf) in rows {np.flatnonzero(bad).tolist()}")
+        return array, single
+
+    def check_actions(self, action: Any, step: StepInputs) -> np.ndarray:
+        actions, single = self._batch(action, self.action_dim, "action")
+        if single != step.single:
+            raise ValueError(f"action has shape {np.shape(action)}, but the observation was {'un' if step.single else ''}batched")
+        return actions
+
+    # -- episode control --------------------------------------------------------
+
+    def reset(self, obs: Any) -> None:
+        states, _ = self._batch(obs, self.state_dim, "observation")
+        self.pending_state[:] = states
+        self.pending_action[:] = 0.0
+        self.phase[:] = RowPhase.BOS_READY
+        self.written = 0
+        self.valid[:] = False
+
+    def reset_rows(self, done_mask: Any) -> None:
+        mask = np.asarray(done_mask)
+        if mask.shape != (self.num_envs,):
+            raise ValueError(f"done_mask has shape {mask.shape}, expected ({self.num_envs},) (one flag per env)")
+        if mask.dtype != bool:
+            if not np.issubdtype(mask.dtype, np.number) or not np.isin(mask, (0, 1)).all():
+                raise ValueError(f"done_mask must hold booleans or 0/1, got {mask.tolist()}")
+            mask = mask.astype(bool)
+        self.phase[mask] = RowPhase.AWAIT_OBS
+        self.pending_action[mask] = 0.0
+        self.valid[mask] = False
+
+    # -- stepping ---------------------------------------------------------------
+
+    def begin_step(self, obs: Any) -> StepInputs:
+        idle = np.flatnonzero(self.phase == RowPhase.NOT_STARTED)
+        if idle.size:
+            raise RuntimeError(
+                f"act()/observe() called before reset(): rows {idle.tolist()} have no episode; "
+                "call reset(first_observation) first"
+            )
+        obs32, single = self._batch(obs, self.state_dim, "observation")
+        fresh = self.phase == RowPhase.AWAIT_OBS
+        self.pending_state[fresh] = obs32[fresh]
+        self.phase[fresh] = RowPhase.BOS_READY
+        is_bos = self.phase == RowPhase.BOS_READY
+        return StepInputs(self.pending_state.copy(), self.pending_action.copy(), is_bos, obs32, single)
+
+    def end_step(self, step: StepInputs, actions_taken: np.ndarray) -> None:
+        """Record that every row wrote its token into ``slot`` and took ``actions_taken`` [B, A]."""
+        slot = self.slot
+        self.valid[:, slot] = True
+        if self.bos_cache_mode == "discard":
+            self.valid[step.is_bos, slot] = False  # the BOS entry is dropped right after its act
+        self.written += 1
+        if not self.valid.any():
+            self.written = 0  # nothing left to attend to: the cache is empty again
+        running = ~step.is_bos
+        self.pending_state[running] = step.obs[running]  # BOS rows keep s0: it pairs with a0
+        self.pending_action[:] = actions_taken
+        self.phase[:] = RowPhase.RUNNING

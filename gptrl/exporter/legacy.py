@@ -1,0 +1,76 @@
+"""Turning a legacy torch-pickle bundle (model.pt / state_normalizer.pt) into safetensors.
+
+The pickles are read with ``torch.load(weights_only=True)``: only tensors and plain
+containers are rebuilt, and a pickle that names any other object is refused, never run.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from gptrl.bundle import BundleError, load_bundle
+from gptrl.bundle.config import CONFIG_FILE
+from gptrl.bundle.normalizer import SIDECAR_FILE
+from gptrl.bundle.weights import WEIGHTS_FILE
+
+LEGACY_WEIGHTS = "model.pt"
+LEGACY_SIDECAR = "state_normalizer.pt"
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def _load_tensor_dict(path: Path) -> dict[str, np.ndarray]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise BundleError(f"{path}: refused: the pickle holds objects other than tensors ({exc})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise BundleError(f"{path}: not a readable torch file ({exc})") from None
+    for key in _NESTED_KEYS:
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    if not isinstance(data, dict) or not data:
+        raise BundleError(f"{path}: expected a non-empty dict of tensors, got {type(data).__name__}")
+    out = {}
+    for name, value in data.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise BundleError(f"{path}: entry {name!r} is {type(value).__name__}, expected a tensor")
+        if not value.is_floating_point():
+            value = value.float()
+        out[name] = value.detach().to(torch.float32).contiguous().numpy()
+    return out
+
+
+def convert_legacy_bundle_to_safetensors(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write model.safetensors (and state_normalizer.safetensors) beside the legacy pickles.
+
+    The converted bundle is validated in a scratch copy first; the originals stay untouched.
+    Returns the bundle folder.
+    """
+    path = Path(path)
+    legacy = path / LEGACY_WEIGHTS
+    if not legacy.is_file():
+        raise BundleError(f"{legacy}: missing (nothing to convert)")
+    if (path / WEIGHTS_FILE).exists() and not overwrite:
+        raise FileExistsError(f"{path / WEIGHTS_FILE}: already exists (pass overwrite=True to replace it)")
+    outputs = {WEIGHTS_FILE: _load_tensor_dict(legacy)}
+    if (path / LEGACY_SIDECAR).is_file():
+        outputs[SIDECAR_FILE] = _load_tensor_dict(path / LEGACY_SIDECAR)
+
+    with tempfile.TemporaryDirectory(dir=path, prefix=".convert-") as scratch:
+        scratch = Path(scratch)
+        shutil.copy2(path / CONFIG_FILE, scratch / CONFIG_FILE)
+        for name, tensors in outputs.items():
+            save_file(tensors, str(scratch / name), metadata={"format": "pt"})
+        load_bundle(scratch)  # refuse to produce a bundle that does not load
+        # Sidecar first: model.safetensors appearing marks the conversion as done.
+        for name in sorted(outputs, key=lambda n: n == WEIGHTS_FILE):
+            (scratch / name).replace(path / name)
+    return path

@@ -44,6 +44,10 @@ def _bounds(d: dict[str, Any], key: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to(values, (int(np.prod(shape)),)).reshape(shape)
 
 
+def _flatten(values: list) -> list:
+    return [x for v in values for x in (_flatten(v) if isinstance(v, list) else [v])]
+
+
 def validate_space_dict(d: Any) -> None:
     """Raise ValueError if ``d`` is not a serialised space gptrl can read."""
     if not isinstance(d, dict):
@@ -63,7 +67,7 @@ def validate_space_dict(d: Any) -> None:
             raise ValueError(f"'start' must be an integer, got {d.get('start')!r}")
     elif kind == "MultiDiscrete":
         nvec = d.get("nvec")
-        if not isinstance(nvec, list) or not all(isinstance(n, int) and n > 0 for n in np.ravel(nvec)):
+        if not isinstance(nvec, list) or not all(isinstance(n, int) and n > 0 for n in _flatten(nvec)):
             raise ValueError(f"'nvec' must be a list of positive integers, got {nvec!r}")
     elif kind == "MultiBinary":
         n = d.get("n")

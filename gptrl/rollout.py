@@ -14,6 +14,14 @@ at position ``min(written, kv)``, where ``written`` counts the tokens in the bat
 validity mask hides what a row must not see: entries from before its reset and its own
 discarded BOS entry. When no row holds a valid entry (after a full reset's first step with
 BOS discard) the cache is empty again and ``written`` returns to 0.
+
+``positions="per_row"`` instead places each row's token at min(its own valid entries, kv),
+so every row behaves exactly like a one-env runner whatever the other rows do; batched
+evaluation uses it to reproduce the one-env returns seed by seed.
+
+A ring may have ``kv + 1`` slots (the ONNX ``attention`` graph writes the new token before
+attending); the cache semantics stay the same: the new token sees at most kv cached
+entries plus itself.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from gptrl.bundle.config import BOS_CACHE_MODES, BundleConfig
+
+POSITION_MODES = ("shared", "per_row")
 
 
 class RowPhase(IntEnum):
@@ -71,26 +81,53 @@ class StepInputs:
 
 
 class RolloutState:
-    def __init__(self, num_envs: int, state_dim: int, action_dim: int, kv_cache_max_len: int, bos_cache_mode: str):
+    def __init__(
+        self,
+        num_envs: int,
+        state_dim: int,
+        action_dim: int,
+        kv_cache_max_len: int,
+        bos_cache_mode: str,
+        *,
+        ring_size: int | None = None,
+        positions: str = "shared",
+    ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.num_envs, self.state_dim, self.action_dim = int(num_envs), state_dim, action_dim
         self.kv_cache_max_len, self.bos_cache_mode = kv_cache_max_len, bos_cache_mode
+        self.ring_size = ring_size or kv_cache_max_len
+        self.positions = positions
         self.phase = np.full(num_envs, RowPhase.NOT_STARTED, dtype=np.int8)
         self.pending_state = np.zeros((num_envs, state_dim), np.float32)
         self.pending_action = np.zeros((num_envs, action_dim), np.float32)
         self.written = 0  # tokens in the batch cache since it was last empty
-        self.valid = np.zeros((num_envs, kv_cache_max_len), dtype=bool)  # [B, kv] row may attend to slot
+        self.valid = np.zeros((num_envs, self.ring_size), dtype=bool)  # [B, ring] row may attend to slot
 
     @property
-    def position(self) -> int:
-        """Position of the next token (every row): min(written, kv)."""
-        return min(self.written, self.kv_cache_max_len)
+    def positions(self) -> str:
+        return self._positions
+
+    @positions.setter
+    def positions(self, mode: str) -> None:
+        if mode not in POSITION_MODES:
+            raise ValueError(f"positions must be one of {POSITION_MODES}, got {mode!r}")
+        self._positions = mode
+
+    def position_ids(self) -> np.ndarray:
+        """[B] int64 positions of the next tokens."""
+        kv = self.kv_cache_max_len
+        if self._positions == "per_row":
+            valid = self.valid.copy()
+            if self.ring_size > kv:
+                valid[:, self.slot] = False  # a kv+1 ring evicts this entry before the new token attends
+            return np.minimum(valid.sum(axis=1), kv).astype(np.int64)
+        return np.full(self.num_envs, min(self.written, kv), dtype=np.int64)
 
     @property
     def slot(self) -> int:
-        """Ring slot the next token goes to."""
-        return self.written % self.kv_cache_max_len
+        """Ring slot the next token goes to: a free one, or the oldest entry once full."""
+        return self.written % self.ring_size
 
     # -- checks -----------------------------------------------------------------
 
@@ -169,3 +206,89 @@ class RolloutState:
         self.pending_state[running] = step.obs[running]  # BOS rows keep s0: it pairs with a0
         self.pending_action[:] = actions_taken
         self.phase[:] = RowPhase.RUNNING
+
+
+class CachedPolicy:
+    """The public contract both runners share; subclasses implement ``_forward``.
+
+    ``_forward(step)`` runs the model on ``step``'s tokens against the cache (at
+    ``self.state.slot`` / ``self.state.position_ids()``), stores the new keys and values,
+    and returns (actions [B, A], value [B], termination_prob [B] or None) as numpy.
+    """
+
+    state: RolloutState
+
+    @property
+    def num_envs(self) -> int:
+        return self.state.num_envs
+
+    @property
+    def kv_cache_max_len(self) -> int:
+        return self.state.kv_cache_max_len
+
+    @property
+    def bos_cache_mode(self) -> str:
+        return self.state.bos_cache_mode
+
+    @property
+    def positions(self) -> str:
+        """"shared" (the reference's batch behaviour) or "per_row" (every row as its own runner)."""
+        return self.state.positions
+
+    @positions.setter
+    def positions(self, mode: str) -> None:
+        self.state.positions = mode
+
+    def _forward(self, step: StepInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    # -- episode control --------------------------------------------------------
+
+    def reset(self, obs: Any) -> None:
+        """Start a new episode in every row from its first observation ([S] or [B, S])."""
+        self.state.reset(obs)
+
+    def reset_rows(self, done_mask: Any) -> None:
+        """Restart the flagged rows; their next observation (act/observe) becomes their s0."""
+        self.state.reset_rows(done_mask)
+
+    # -- stepping ---------------------------------------------------------------
+
+    def act(self, obs: Any) -> np.ndarray:
+        """The action for the current step: float32 [A] for one env, [B, A] for a batch."""
+        return self.act_with_info(obs)[0]
+
+    def act_with_info(self, obs: Any) -> tuple[np.ndarray, dict[str, np.ndarray | None]]:
+        """``act`` plus the value estimate and termination probability of the same token."""
+        step = self.state.begin_step(obs)
+        actions, value, term = self._forward(step)
+        self.state.end_step(step, actions)
+        return step.shape_out(actions), {"value": step.shape_out(value), "termination_prob": step.shape_out(term)}
+
+    def observe(self, obs: Any, action: Any) -> None:
+        """Advance like ``act(obs)``, but record ``action`` as the one taken instead of the policy's.
+
+        Use it when something else chose the action (exploration, a safety override, a
+        teacher): the cache then holds what really happened.
+        """
+        step = self.state.begin_step(obs)
+        taken = self.state.check_actions(action, step)
+        self._forward(step)
+        self.state.end_step(step, taken)
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True):
+        """Stable-Baselines3's convention: ``(action, state)``; ``episode_start`` flags new episodes.
+
+        A row flagged in ``episode_start`` (or never started) takes this observation as its
+        first state, so SB3's ``evaluate_policy`` can drive the policy through a VecEnv.
+        The recurrent ``state`` lives inside the policy and is passed back unchanged.
+        """
+        if not deterministic:
+            raise ValueError("this policy only produces deterministic actions (tanh of the mean); pass deterministic=True")
+        starts = np.zeros(self.num_envs, dtype=bool) if episode_start is None else np.asarray(episode_start, dtype=bool).reshape(-1)
+        if starts.shape != (self.num_envs,):
+            raise ValueError(f"episode_start has shape {np.shape(episode_start)}, expected ({self.num_envs},)")
+        starts = starts | (self.state.phase == RowPhase.NOT_STARTED)
+        if starts.any():
+            self.reset_rows(starts)
+        return self.act(observation), state

@@ -1,0 +1,194 @@
+"""The torch-free policy: an exported step graph driven through onnxruntime with IOBinding.
+
+The policy owns every buffer the graph reads or writes, allocated once: the per-step
+inputs, the outputs and the per-layer key/value ring. On CPU they are numpy arrays bound
+by pointer, so a step copies nothing but the new token's keys into its ring slot. On CUDA
+the ring stays on the GPU as OrtValues (the ``attention`` graph scatters into it in place).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from gptrl.bundle import BundleError
+from gptrl.bundle.weights import WEIGHTS_FILE
+from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, resolve_serving
+from gptrl.runtime.metadata import PolicyMetadata, read_metadata, sha256_file
+from gptrl.runtime.session import make_session, session_device
+
+log = logging.getLogger("gptrl.runtime")
+
+POLICY_FILE = "policy.onnx"
+
+
+class OnnxPolicy(CachedPolicy):
+    """Same contract as the torch PolicyRunner: reset, act, act_with_info, observe, reset_rows, predict."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        metadata: PolicyMetadata,
+        *,
+        num_envs: int = 1,
+        kv_cache_max_len: int | None = None,
+        bos_cache_mode: str | None = None,
+        positions: str = "shared",
+    ):
+        config = self.config = metadata.config
+        self.metadata, self.session, self.variant = metadata, session, metadata.variant
+        kv, mode = resolve_serving(config, kv_cache_max_len, bos_cache_mode)
+        ring = kv + 1 if self.variant == "attention" else kv
+        self.state = RolloutState(num_envs, config.state_dim, config.action_dim, kv, mode, ring_size=ring, positions=positions)
+        self.device = session_device(session)
+        self._allocate()
+        self._bind()
+
+    # -- buffers and bindings ----------------------------------------------------
+
+    def _allocate(self) -> None:
+        c, m = self.config, self.config.model
+        B, S, A, H, hd, L = self.num_envs, c.state_dim, c.action_dim, m.num_heads, m.head_dim, m.num_layers
+        ring = self.state.ring_size
+        f32 = np.float32
+        self._in = {
+            "state": np.zeros((B, S), f32),
+            "action": np.zeros((B, A), f32),
+            "is_bos": np.zeros(B, f32),
+            "position": np.zeros(B, np.int64),
+        }
+        self._out = {"action_out": np.zeros((B, A), f32), "value": np.zeros(B, f32), "termination_prob": np.zeros(B, f32)}
+        if self.variant == "attention":
+            self._in["write_index"] = np.zeros(B, np.int64)
+            self._in["attn_mask"] = np.zeros((B, ring), bool)
+            key_shape = value_shape = (B, H, ring, hd)
+        else:
+            self._in["past_valid"] = np.zeros((B, ring), bool)
+            key_shape, value_shape = (B, H, hd, ring), (B, H, ring, hd)
+            for i in range(L):
+                self._out[f"new_key.{i}"] = np.zeros((B, H, hd), f32)
+                self._out[f"new_value.{i}"] = np.zeros((B, H, hd), f32)
+        self._keys = [np.zeros(key_shape, f32) for _ in range(L)]
+        self._values = [np.zeros(value_shape, f32) for _ in range(L)]
+
+    def _bind(self) -> None:
+        io = self._io = self.session.io_binding()
+        on_gpu = self.device == "cuda"
+        if on_gpu and self.variant != "attention":
+            log.warning("gptrl.runtime: the portable graph keeps its cache in host memory under CUDA; "
+                        "export with the default (attention) variant to keep it on the GPU")
+        self._device_inputs: dict[str, ort.OrtValue] = {}
+        for name, array in self._in.items():
+            if on_gpu:
+                value = self._device_inputs[name] = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+                io.bind_ortvalue_input(name, value)
+            else:
+                _bind_array(io.bind_input, name, array)
+        for name, array in self._out.items():
+            _bind_array(io.bind_output, name, array)
+        self._device_cache: list[ort.OrtValue] = []
+        for i, (k, v) in enumerate(zip(self._keys, self._values)):
+            for kind, array in (("key", k), ("value", v)):
+                if on_gpu and self.variant == "attention":
+                    value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+                    self._device_cache.append(value)
+                    io.bind_ortvalue_input(f"past_{kind}.{i}", value)
+                    io.bind_ortvalue_output(f"present_{kind}.{i}", value)  # in place
+                else:
+                    _bind_array(io.bind_input, f"past_{kind}.{i}", array)
+                    if self.variant == "attention":
+                        _bind_array(io.bind_output, f"present_{kind}.{i}", array)  # in place
+
+    def _clear_cache(self) -> None:
+        if self._device_cache:
+            zeros = np.zeros(self._keys[0].shape, np.float32)
+            for value in self._device_cache:
+                value.update_inplace(zeros)
+        # Host caches need no clearing: invalid slots are masked, never read.
+
+    def reset(self, obs: Any) -> None:
+        super().reset(obs)
+        self._clear_cache()
+
+    # -- one step ------------------------------------------------------------------
+
+    def _forward(self, step: StepInputs):
+        state, ins = self.state, self._in
+        slot = state.slot
+        ins["state"][:] = step.states
+        ins["action"][:] = step.actions
+        ins["is_bos"][:] = step.is_bos
+        ins["position"][:] = state.position_ids()
+        if self.variant == "attention":
+            ins["write_index"][:] = slot
+            mask = ins["attn_mask"]
+            mask[:] = state.valid
+            mask[:, slot] = True  # the new token itself
+        else:
+            ins["past_valid"][:] = state.valid
+        for name, value in self._device_inputs.items():
+            value.update_inplace(ins[name])
+        self.session.run_with_iobinding(self._io)
+        if self.variant != "attention":
+            out = self._out
+            for i, (k, v) in enumerate(zip(self._keys, self._values)):
+                k[:, :, :, slot] = out[f"new_key.{i}"]
+                v[:, :, slot, :] = out[f"new_value.{i}"]
+        term = self._out["termination_prob"].copy() if self.config.model.use_eos else None
+        return self._out["action_out"].copy(), self._out["value"].copy(), term
+
+
+def _bind_array(bind, name: str, array: np.ndarray) -> None:
+    """Bind a preallocated host array by pointer (no copy, valid for every later run)."""
+    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+
+
+def resolve_policy_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        onnx_path = path / POLICY_FILE
+        if not onnx_path.is_file():
+            raise BundleError(f"{onnx_path}: missing; export the bundle first with `gptrl export {path}`")
+        return onnx_path
+    if not path.is_file():
+        raise BundleError(f"{path}: no such file or bundle folder")
+    return path
+
+
+def load_policy(
+    path: str | Path,
+    *,
+    num_envs: int = 1,
+    kv_cache_max_len: int | None = None,
+    bos_cache_mode: str | None = None,
+    providers: str | list[str] | None = None,
+    intra_op_threads: int = 1,
+    positions: str = "shared",
+) -> OnnxPolicy:
+    """Load a bundle folder holding policy.onnx, or a bare .onnx file, as an :class:`OnnxPolicy`.
+
+    In a bundle folder the graph must have been exported from the folder's model.safetensors
+    (checked by sha256), so stale exports are refused rather than silently run.
+    """
+    onnx_path = resolve_policy_path(path)
+    try:
+        session = make_session(onnx_path, providers, intra_op_threads)
+    except ort.capi.onnxruntime_pybind11_state.Fail as exc:  # type: ignore[attr-defined]
+        raise BundleError(f"{onnx_path}: onnxruntime cannot load it ({exc})") from None
+    except Exception as exc:  # InvalidProtobuf, InvalidGraph, NoSuchFile ...
+        if isinstance(exc, (ValueError, BundleError)):
+            raise
+        raise BundleError(f"{onnx_path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
+    metadata = read_metadata(session.get_modelmeta().custom_metadata_map, str(onnx_path))
+    weights = onnx_path.parent / WEIGHTS_FILE
+    if Path(path).is_dir() and weights.is_file() and metadata.weights_sha256 != sha256_file(weights):
+        raise BundleError(
+            f"{onnx_path}: was exported from other weights than {weights} (sha256 differs); "
+            f"re-export with `gptrl export {onnx_path.parent}`"
+        )
+    return OnnxPolicy(session, metadata, num_envs=num_envs, kv_cache_max_len=kv_cache_max_len,
+                      bos_cache_mode=bos_cache_mode, positions=positions)

@@ -1,0 +1,61 @@
+"""onnxruntime sessions tuned for a per-step loop, and the choice of execution provider."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnxruntime as ort
+
+log = logging.getLogger("gptrl.runtime")
+
+_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def session_options(intra_op_threads: int = 1) -> ort.SessionOptions:
+    """One intra-op thread by default and no spinning: a step is far too small to split."""
+    if intra_op_threads < 1:
+        raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra_op_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = 3  # onnxruntime's own warnings are not ours to print every step
+    return so
+
+
+def resolve_providers(providers: str | list[str] | None) -> list[str]:
+    """None: CUDA when onnxruntime can use it, else CPU; "cpu" / "cuda" or explicit provider names."""
+    available = ort.get_available_providers()
+    if providers is None:
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        log.info("gptrl.runtime: running on CPU (this onnxruntime has no CUDA provider; install onnxruntime-gpu for CUDA)")
+        return ["CPUExecutionProvider"]
+    names = [providers] if isinstance(providers, str) else list(providers)
+    names = [_ALIASES.get(n.lower(), n) for n in names]
+    unknown = [n for n in names if n not in ort.get_all_providers()]
+    if unknown:
+        raise ValueError(f"unknown execution providers {unknown}; use 'cpu', 'cuda' or one of {ort.get_all_providers()}")
+    usable = [n for n in names if n in available]
+    if not usable:
+        log.warning("gptrl.runtime: %s not available in this onnxruntime (%s); falling back to CPU", names, available)
+        return ["CPUExecutionProvider"]
+    if "CPUExecutionProvider" not in usable:
+        usable.append("CPUExecutionProvider")
+    return usable
+
+
+def make_session(path: str | Path, providers: str | list[str] | None = None, intra_op_threads: int = 1) -> ort.InferenceSession:
+    wanted = resolve_providers(providers)
+    session = ort.InferenceSession(str(path), sess_options=session_options(intra_op_threads), providers=wanted)
+    if wanted[0] != "CPUExecutionProvider" and session.get_providers()[0] != wanted[0]:
+        log.warning("gptrl.runtime: %s could not start (no usable GPU?); falling back to CPU", wanted[0])
+    return session
+
+
+def session_device(session: ort.InferenceSession) -> str:
+    return "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"

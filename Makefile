@@ -5,7 +5,9 @@ PIP := $(PY) -m pip
 # Every install goes through the constraints file so torch stays the pinned CPU build.
 PIP_INSTALL := $(PIP) install --constraint constraints.txt
 
-.PHONY: install test demo clean
+DEMO_BUNDLE ?= bundles/test-policy-hopper-v5
+
+.PHONY: install install-runtime test demo export bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +19,24 @@ $(VENV)/.dev-installed: $(PY) pyproject.toml constraints.txt
 	touch $@
 
 install: $(VENV)/.dev-installed
+
+# The torch-free runtime and what an evaluation needs (MuJoCo envs, a progress bar): no torch.
+$(VENV)/.runtime-installed: $(PY) pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e ".[mujoco,progress]"
+	touch $@
+
+install-runtime: $(VENV)/.runtime-installed
+
+# Torch-free evaluation of a shipped bundle on the ONNX runtime.
+demo: $(VENV)/.runtime-installed
+	$(VENV)/bin/gptrl eval $(DEMO_BUNDLE) --episodes 10 --seed 0
+
+# Re-export every shipped bundle's policy.onnx (verified against the torch runner).
+export: install
+	for b in bundles/*/; do [ -f "$$b/config.json" ] && $(VENV)/bin/gptrl export "$$b" || exit 1; done
+
+bench: install
+	$(PY) benchmarks/step_latency.py
 
 test: install
 	$(PY) -m pytest -q

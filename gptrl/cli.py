@@ -95,6 +95,58 @@ def _cmd_convert_legacy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from gptrl.exporter.onnx_export import export_onnx
+
+    out = export_onnx(args.bundle, args.output, variant="portable" if args.opset == 18 else "attention",
+                      verify=not args.no_verify)
+    print(f"wrote {out} (opset {args.opset}{', verified against the torch PolicyRunner' if not args.no_verify else ''})")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import logging
+
+    from gptrl.evaluation import evaluate
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.backend == "torch":
+        from gptrl.exporter.runner import load_runner
+
+        runner = load_runner(args.bundle, num_envs=args.num_envs, device="cuda" if args.provider == "cuda" else "cpu")
+    else:
+        from gptrl.runtime import load_policy
+
+        runner = load_policy(args.bundle, num_envs=args.num_envs, providers=args.provider)
+    env_id = args.env or runner.config.env_id
+    if not env_id:
+        raise BundleError(f"{args.bundle}: the bundle records no env_id; pass --env")
+    seeds = range(args.seed, args.seed + args.episodes)
+    stats = evaluate(env_id, runner, seeds=seeds, max_steps=args.max_steps, num_envs=args.num_envs, progress=not args.json)
+    stats = {"env_id": env_id, "backend": args.backend, "seeds": [seeds.start, seeds.stop - 1], **stats}
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    score = stats["normalized_score"]
+    print(f"{env_id} ({args.backend}, {args.episodes} episodes, seeds {seeds.start}..{seeds.stop - 1}, max {args.max_steps} steps)")
+    print(f"  return  {stats['return_mean']:.2f} +- {stats['return_std']:.2f}")
+    print(f"  length  {stats['length_mean']:.1f} +- {stats['length_std']:.1f}")
+    print(f"  normalised score  {score:.1f}" if score is not None else "  normalised score  (no reference for this env)")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from gptrl import bench
+
+    results = bench.run(d_models=args.d_model, batches=args.batch, steps=args.steps, warmup=args.warmup,
+                        backends=args.backend, max_seconds_per_case=args.max_seconds)
+    if args.json:
+        bench.save(results, Path(args.json))
+        print(f"wrote {args.json}")
+    print(bench.markdown(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gptrl import __version__
 
@@ -105,6 +157,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="bundle folder (config.json + model.safetensors)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_inspect)
+    p = sub.add_parser("export", help="export the single-step policy to ONNX (verified against the torch runner)")
+    p.add_argument("bundle")
+    p.add_argument("-o", "--output", help="output file (default BUNDLE/policy.onnx)")
+    p.add_argument("--opset", type=int, choices=(18, 24), default=24,
+                   help="24: Attention + in-place TensorScatter (default); 18: portable graph for older runtimes")
+    p.add_argument("--no-verify", action="store_true", help="skip the closed-loop check against the torch runner")
+    p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("eval", help="evaluate a bundle: one episode per seed, returns and normalised score")
+    p.add_argument("bundle", help="bundle folder (with policy.onnx for the onnx backend) or a .onnx file")
+    p.add_argument("--env", help="gymnasium env id (default: the bundle's env_id)")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0, help="first seed; episode i resets with seed+i")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    p.add_argument("--provider", choices=("cpu", "cuda"), default=None, help="default: CUDA when available, else CPU")
+    p.add_argument("--num-envs", type=int, default=1, help="step N envs together with one batched policy call")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+    p = sub.add_parser("bench", help="per-step latency: torch runner vs ONNX step vs full-window recompute")
+    p.add_argument("--d-model", type=int, nargs="+", default=[256, 128])
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 16, 256])
+    p.add_argument("--backend", nargs="+", default=["torch", "onnx-attention", "onnx-portable", "onnx-window"])
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--max-seconds", type=float, default=60.0, help="fewer steps for cases slower than this budget")
+    p.add_argument("--json", help="write the results as JSON to this file")
+    p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("convert-legacy", help="turn model.pt/state_normalizer.pt into safetensors (no unpickling of objects)")
     p.add_argument("bundle")
     p.add_argument("--overwrite", action="store_true")

@@ -24,6 +24,7 @@ REFERENCE_RETURNS: dict[str, tuple[float, float]] = {
 
 class Runner(Protocol):
     num_envs: int
+    positions: str
 
     def reset(self, obs: Any) -> None: ...
     def act(self, obs: Any) -> np.ndarray: ...
@@ -89,36 +90,109 @@ def evaluate(
     *,
     seeds: Iterable[int] = range(50),
     max_steps: int = 1000,
+    num_envs: int = 1,
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """One episode per seed; the statistics of ``run_episodes`` plus ``normalized_score``."""
+    """One episode per seed; the statistics of ``run_episodes`` plus ``normalized_score``.
+
+    ``num_envs > 1`` steps that many envs together (a gymnasium vector env, one batched
+    policy call per step, per-row resets) with a runner built for ``num_envs`` rows. Rows
+    then use per-row positions, so each episode is the one the one-env loop plays for its
+    seed (up to float rounding of batched matrix products).
+    """
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty")
-    _check_single(runner)
+    if getattr(runner, "num_envs", 1) != num_envs:
+        raise ValueError(f"the runner holds num_envs={runner.num_envs} rows but evaluate was asked for num_envs={num_envs}")
     own_env = isinstance(env_or_id, str)
     if own_env:
         import gymnasium as gym
 
-        env = gym.make(env_or_id, **(env_kwargs or {}))
+        if num_envs == 1:
+            env = gym.make(env_or_id, **(env_kwargs or {}))
+        else:
+            from gymnasium.vector import AutoresetMode
+
+            env = gym.make_vec(env_or_id, num_envs=num_envs, vectorization_mode="sync",
+                               vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}, **(env_kwargs or {}))
     else:
         env = env_or_id
-    env_id = env_or_id if own_env else getattr(getattr(env, "spec", None), "id", None)
-    iterator: Iterable[int] = seeds
+    env_id = env_or_id if own_env else _env_id(env)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(seeds, desc=f"eval {env_id or ''}".strip(), unit="ep")
+        bar = tqdm(total=len(seeds), desc=f"eval {env_id or ''}".strip(), unit="ep")
     try:
-        returns, lengths = [], []
-        for seed in iterator:
-            r, n = play_episode(env, runner, seed=seed, max_steps=max_steps)
-            returns.append(r)
-            lengths.append(n)
+        if num_envs == 1:
+            returns, lengths = [], []
+            for seed in seeds:
+                r, n = play_episode(env, runner, seed=seed, max_steps=max_steps)
+                returns.append(r)
+                lengths.append(n)
+                if bar is not None:
+                    bar.update(1)
+        else:
+            returns, lengths = _evaluate_vector(env, runner, seeds, max_steps, bar)
     finally:
+        if bar is not None:
+            bar.close()
         if own_env:
             env.close()
     stats = summarize(returns, lengths)
     stats["normalized_score"] = normalized_score(env_id, stats["return_mean"])
     return stats
+
+
+def _env_id(env) -> str | None:
+    spec = getattr(env, "spec", None)
+    if spec is None and hasattr(env, "envs"):
+        spec = getattr(env.envs[0], "spec", None)
+    return getattr(spec, "id", None)
+
+
+def _evaluate_vector(envs, runner, seeds: list[int], max_steps: int, bar) -> tuple[list[float], list[int]]:
+    """Seeds handed out to rows as they free up; finished rows reset through ``reset_mask``."""
+    from gymnasium.vector import AutoresetMode
+
+    if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
+        raise ValueError("a vector env passed to evaluate must use autoreset_mode=AutoresetMode.DISABLED "
+                         "(rows are reset by evaluate with their own seeds)")
+    n = envs.num_envs
+    episode = np.full(n, -1)  # index into seeds of each row's episode; -1 = idle
+    queue = iter(range(len(seeds)))
+
+    def assign(rows) -> list[int | None]:
+        out: list[int | None] = [None] * n
+        for row in rows:
+            i = next(queue, -1)
+            episode[row] = i
+            out[row] = seeds[i] if i >= 0 else None
+        return out
+
+    previous = runner.positions
+    runner.positions = "per_row"
+    try:
+        obs, _ = envs.reset(seed=assign(range(n)))
+        runner.reset(obs)
+        returns, lengths = [0.0] * len(seeds), [0] * len(seeds)
+        ret, length = np.zeros(n), np.zeros(n, dtype=np.int64)
+        while (episode >= 0).any():
+            obs, reward, terminated, truncated, _ = envs.step(runner.act(obs))
+            ret += reward
+            length += 1
+            done = terminated | truncated | (length >= max_steps)
+            for row in np.flatnonzero(done & (episode >= 0)):
+                returns[episode[row]], lengths[episode[row]] = float(ret[row]), int(length[row])
+                if bar is not None:
+                    bar.update(1)
+            if done.any():
+                rows = np.flatnonzero(done)
+                obs, _ = envs.reset(seed=assign(rows), options={"reset_mask": done})
+                runner.reset_rows(done)
+                ret[rows], length[rows] = 0.0, 0
+    finally:
+        runner.positions = previous
+    return returns, lengths

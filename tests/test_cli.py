@@ -1,6 +1,8 @@
 """The gptrl console script."""
 
 import json
+
+import pytest
 import shutil
 import subprocess
 import sys
@@ -36,3 +38,24 @@ def test_inspect_bad_bundle_exits_2_with_the_reason(tmp_path):
     result = _gptrl("inspect", str(tmp_path / "b"))
     assert result.returncode == 2
     assert "model.safetensors: not a readable safetensors file" in result.stderr
+
+
+def test_export_then_eval_on_both_backends(tmp_path):
+    bundle = shutil.copytree(FIXTURES / "llama-hopper-single" / "bundle", tmp_path / "b")
+    result = _gptrl("export", str(bundle))
+    assert result.returncode == 0, result.stderr
+    assert "verified against the torch PolicyRunner" in result.stdout and (bundle / "policy.onnx").is_file()
+    result = _gptrl("export", str(bundle), "-o", str(tmp_path / "portable.onnx"), "--opset", "18")
+    assert result.returncode == 0, result.stderr
+    runs = {}
+    for args in (["--backend", "onnx"], ["--backend", "torch"], ["--num-envs", "2"]):
+        result = _gptrl("eval", str(bundle), "--episodes", "4", "--seed", "3", "--json", *args)
+        assert result.returncode == 0, result.stderr
+        runs[" ".join(args)] = json.loads(result.stdout)
+    first = runs["--backend onnx"]
+    assert first["env_id"] == "Hopper-v5" and first["num_episodes"] == 4 and first["seeds"] == [3, 6]
+    for other in runs.values():
+        assert other["returns"] == pytest.approx(first["returns"], rel=1e-5)
+    text = _gptrl("eval", str(tmp_path / "portable.onnx"), "--episodes", "2")
+    assert text.returncode == 0, text.stderr
+    assert "Hopper-v5 (onnx, 2 episodes, seeds 0..1" in text.stdout and "normalised score" in text.stdout

@@ -12,7 +12,7 @@ is explicit and the same weights can target two op sets:
     The new token attends to the P cached slots the mask allows plus itself; the runtime
     writes the new key/value into the ring slot it owns (``cache[..., slot] = new``).
 
-``attention`` (opset 24: Attention + TensorScatter)
+``attention`` (opset 24: RotaryEmbedding, Attention, TensorScatter; the default)
     inputs   state, action, is_bos, position as above, write_index [B] int64,
              attn_mask [B, R] bool (R = ring slots incl. the one being written),
              past_key.{i} / past_value.{i} [B, H, R, hd]
@@ -116,6 +116,7 @@ def build_step_graph(bundle: Bundle, variant: str = "attention") -> onnx.ModelPr
     bos = g.op("Unsqueeze", "is_bos", g.const([1], np.int64))
     feedback = g.op("Mul", g.op("Atanh", clipped), g.op("Sub", g.const(1.0), bos))
     token = g.op("Concat", states, feedback, bos, axis=1)
+    token = g.op("Unsqueeze", token, g.const([1], np.int64))  # [B, 1, F]: one token per row
     h = g.linear(token, t["input_proj.layers.0.weight"].T, t["input_proj.layers.0.bias"], "input_proj")
 
     # -- per-step shared tensors: mask and positions --------------------------------
@@ -128,15 +129,21 @@ def build_step_graph(bundle: Bundle, variant: str = "attention") -> onnx.ModelPr
     if m.network == "llama":
         inv_freq = 1.0 / (m.rope_theta ** (np.arange(0, hd, 2, dtype=np.float32) / hd))
         freqs = g.op("Mul", g.op("Unsqueeze", g.op("Cast", "position", to=TensorProto.FLOAT), g.const([1], np.int64)),
-                     g.weight("rope_inv_freq", inv_freq.astype(np.float32)))
-        angles = g.op("Reshape", g.op("Concat", freqs, freqs, axis=1), g.const([-1, 1, 1, hd], np.int64))
+                     g.weight("rope_inv_freq", inv_freq.astype(np.float32)))  # [B, hd/2]
+        if attention_op:  # RotaryEmbedding takes half-width tables [B, 1, hd/2]
+            angles = g.op("Unsqueeze", freqs, g.const([1], np.int64))
+        else:
+            angles = g.op("Reshape", g.op("Concat", freqs, freqs, axis=1), g.const([-1, 1, 1, hd], np.int64))
         cos, sin = g.op("Cos", angles), g.op("Sin", angles)
         prefix = "backbone.net.layers"
     else:
-        h = g.op("Add", h, g.op("Gather", g.weight("wpe", t["backbone.net.wpe.weight"]), "position", axis=0))
+        wpe = g.op("Gather", g.weight("wpe", t["backbone.net.wpe.weight"]), "position", axis=0)
+        h = g.op("Add", h, g.op("Unsqueeze", wpe, g.const([1], np.int64)))
         prefix = "backbone.net.h"
 
     def rope(x: str) -> str:
+        if attention_op:
+            return g.op("RotaryEmbedding", x, cos, sin)
         rotated = g.op("Concat", g.op("Neg", g.slice_last(x, hd // 2, hd)), g.slice_last(x, 0, hd // 2), axis=-1)
         return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rotated, sin))
 
@@ -152,7 +159,8 @@ def build_step_graph(bundle: Bundle, variant: str = "attention") -> onnx.ModelPr
         else:
             x = g.layer_norm(h, t[p + "ln_1.weight"], t[p + "ln_1.bias"], p + "ln_1")
             qkv = g.linear(x, t[p + "attn.c_attn.weight"], t[p + "attn.c_attn.bias"], p + "attn.c_attn")
-        q, k, v = (g.op("Reshape", part, heads_shape) for part in g.op("Split", qkv, g.const([d, d, d], np.int64), axis=1, outputs=3))
+        q, k, v = g.op("Split", qkv, g.const([d, d, d], np.int64), axis=-1, outputs=3)  # [B, 1, d] each
+        q, k, v = (g.op("Reshape", z, heads_shape) for z in (q, k, v))  # [B, H, 1, hd]: no copy for one token
         if m.network == "llama":
             q, k = rope(q), rope(k)
         if attention_op:
@@ -161,7 +169,7 @@ def build_step_graph(bundle: Bundle, variant: str = "attention") -> onnx.ModelPr
             present_k = g.op("TensorScatter", past_k, k, "write_index", outputs=[f"present_key.{i}"])
             present_v = g.op("TensorScatter", past_v, v, "write_index", outputs=[f"present_value.{i}"])
             outputs += [(present_k, ["batch", H, "ring", hd]), (present_v, ["batch", H, "ring", hd])]
-            y = g.op("Attention", q, present_k, present_v, mask)
+            y = g.op("Attention", q, present_k, present_v, mask)  # [B, H, 1, hd]
         else:
             past_k, past_v = f"past_key.{i}", f"past_value.{i}"
             inputs += [(past_k, TensorProto.FLOAT, ["batch", H, hd, "cache"]), (past_v, TensorProto.FLOAT, ["batch", H, "cache", hd])]
@@ -176,13 +184,13 @@ def build_step_graph(bundle: Bundle, variant: str = "attention") -> onnx.ModelPr
             g.op("Squeeze", k, token_axis, outputs=[f"new_key.{i}"])
             g.op("Squeeze", v, token_axis, outputs=[f"new_value.{i}"])
             outputs += [(f"new_key.{i}", ["batch", H, hd]), (f"new_value.{i}", ["batch", H, hd])]
-        y = g.op("Reshape", y, g.const([-1, d], np.int64))
+        y = g.op("Reshape", y, g.const([-1, 1, d], np.int64))
         if m.network == "llama":
             h = g.op("Add", h, g.linear(y, t[p + "self_attn.o_proj.weight"].T, None, p + "self_attn.o_proj"))
             x = g.rms_norm(h, t[p + "post_attention_layernorm.weight"], p + "post_attention_layernorm")
             inter = m.intermediate_size
             w_gate_up = np.concatenate([t[p + "mlp.gate_proj.weight"], t[p + "mlp.up_proj.weight"]], axis=0).T
-            gate, up = g.op("Split", g.linear(x, w_gate_up, None, p + "mlp.gate_up_proj"), g.const([inter, inter], np.int64), axis=1, outputs=2)
+            gate, up = g.op("Split", g.linear(x, w_gate_up, None, p + "mlp.gate_up_proj"), g.const([inter, inter], np.int64), axis=-1, outputs=2)
             act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)
             h = g.op("Add", h, g.linear(act, t[p + "mlp.down_proj.weight"].T, None, p + "mlp.down_proj"))
         else:
@@ -199,7 +207,7 @@ def build_step_graph(bundle: Bundle, variant: str = "attention") -> onnx.ModelPr
     used = [0, 2] + ([3] if m.use_eos else [])
     w = np.concatenate([t[f"output_head.{k}.layers.1.weight"] for k in used], axis=0).T
     b = np.concatenate([t[f"output_head.{k}.layers.1.bias"] for k in used], axis=0)
-    out = g.linear(g.op("Relu", h), w, b, "output_heads")
+    out = g.op("Squeeze", g.linear(g.op("Relu", h), w, b, "output_heads"), g.const([1], np.int64))  # [B, A + 2]
     mu = g.slice_last(out, 0, A)
     g.op("Add", g.op("Mul", g.op("Tanh", mu), g.weight("action_half_range", (high - low) / 2)),
          g.weight("action_mid", (high + low) / 2), outputs=["action_out"])

@@ -20,6 +20,8 @@ _LAZY = {
     "evaluate": "gptrl.evaluation",
     "load_bundle": "gptrl.bundle",
     "BundleError": "gptrl.bundle",
+    "load_policy": "gptrl.runtime",
+    "export_onnx": "gptrl.exporter.onnx_export",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -29,7 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from gptrl.evaluation import evaluate, run_episodes
     from gptrl.exporter.bundle_writer import export_bundle
     from gptrl.exporter.legacy import convert_legacy_bundle_to_safetensors
+    from gptrl.exporter.onnx_export import export_onnx
     from gptrl.exporter.runner import PolicyRunner, load_runner, load_runner_from_hub
+    from gptrl.runtime import load_policy
 
 
 def __getattr__(name: str) -> Any:

@@ -16,6 +16,7 @@ from gptrl.bundle.weights import (
     check_tensors,
     optional_tensors,
     parameter_count,
+    read_safetensors,
     required_tensors,
 )
 
@@ -48,8 +49,6 @@ def load_bundle(path: str | Path, *, strict: bool = True) -> Bundle:
     """
     path = Path(path)
     config = read_config(path)
-    from gptrl.bundle.weights import read_safetensors
-
     weights_path = path / WEIGHTS_FILE
     if not weights_path.is_file() and (path / "model.pt").is_file():
         raise BundleError(

@@ -474,8 +474,9 @@ def make_config(
     **model: Any,
 ) -> BundleConfig:
     """A fresh config for a continuous-control policy (used by training and tests)."""
-    low = tuple(float(v) for v in np.broadcast_to(np.asarray(action_low, dtype=np.float64), (len(np.atleast_1d(action_high)),)))
-    high = tuple(float(v) for v in np.atleast_1d(np.asarray(action_high, dtype=np.float64)))
+    high_array = np.atleast_1d(np.asarray(action_high, dtype=np.float64))
+    high = tuple(float(v) for v in high_array)
+    low = tuple(float(v) for v in np.broadcast_to(np.asarray(action_low, dtype=np.float64), high_array.shape))
     network = _NETWORK_ALIASES[str(model.pop("network", "llama")).lower()]
     context = int(model.pop("context_length", 32))
     d_model = int(model.get("d_model", 256))

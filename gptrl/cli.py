@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gptrl.bench import BACKENDS as BENCH_BACKENDS  # numpy only at import time
 from gptrl.bundle import BundleError
 
 
@@ -178,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="per-step latency: torch runner vs ONNX step vs full-window recompute")
     p.add_argument("--d-model", type=int, nargs="+", default=[256, 128])
     p.add_argument("--batch", type=int, nargs="+", default=[1, 16, 256])
-    p.add_argument("--backend", nargs="+", default=["torch", "onnx-attention", "onnx-portable", "onnx-window"])
+    p.add_argument("--backend", nargs="+", choices=BENCH_BACKENDS, default=list(BENCH_BACKENDS))
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--max-seconds", type=float, default=60.0, help="fewer steps for cases slower than this budget")

@@ -52,9 +52,9 @@ def summarize(returns: list[float], lengths: list[int]) -> dict[str, Any]:
     }
 
 
-def play_episode(env, runner: Runner, *, seed: int | None, max_steps: int | None, first: bool = True) -> tuple[float, int]:
-    """One episode in a single gymnasium env; returns (return, length)."""
-    obs, _ = env.reset(seed=seed) if (seed is not None or first) else env.reset()
+def play_episode(env, runner: Runner, *, seed: int | None, max_steps: int | None) -> tuple[float, int]:
+    """One episode in a single gymnasium env (``seed=None``: the env's own RNG continues); returns (return, length)."""
+    obs, _ = env.reset(seed=seed)
     runner.reset(obs)
     total, steps = 0.0, 0
     while max_steps is None or steps < max_steps:
@@ -78,7 +78,7 @@ def run_episodes(env, runner: Runner, *, num_episodes: int, seed: int | None = N
     _check_single(runner)
     returns, lengths = [], []
     for i in range(num_episodes):
-        r, n = play_episode(env, runner, seed=seed if i == 0 else None, max_steps=max_steps, first=i == 0)
+        r, n = play_episode(env, runner, seed=seed if i == 0 else None, max_steps=max_steps)
         returns.append(r)
         lengths.append(n)
     return summarize(returns, lengths)

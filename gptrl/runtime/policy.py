@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import onnxruntime as ort
 
@@ -74,6 +72,9 @@ class OnnxPolicy(CachedPolicy):
                 self._out[f"new_value.{i}"] = np.zeros((B, H, hd), f32)
         self._keys = [np.zeros(key_shape, f32) for _ in range(L)]
         self._values = [np.zeros(value_shape, f32) for _ in range(L)]
+        self._slot_writes = [] if self.variant == "attention" else [
+            (self._keys[i], self._values[i], self._out[f"new_key.{i}"], self._out[f"new_value.{i}"]) for i in range(L)
+        ]
 
     def _bind(self) -> None:
         io = self._io = self.session.io_binding()
@@ -90,6 +91,8 @@ class OnnxPolicy(CachedPolicy):
                 _bind_array(io.bind_input, name, array)
         for name, array in self._out.items():
             _bind_array(io.bind_output, name, array)
+        # Caches are never cleared on reset: slots a row may not see are masked out, and every
+        # value in them was written by the graph (finite), so they contribute exactly zero.
         self._device_cache: list[ort.OrtValue] = []
         for i, (k, v) in enumerate(zip(self._keys, self._values)):
             for kind, array in (("key", k), ("value", v)):
@@ -102,17 +105,6 @@ class OnnxPolicy(CachedPolicy):
                     _bind_array(io.bind_input, f"past_{kind}.{i}", array)
                     if self.variant == "attention":
                         _bind_array(io.bind_output, f"present_{kind}.{i}", array)  # in place
-
-    def _clear_cache(self) -> None:
-        if self._device_cache:
-            zeros = np.zeros(self._keys[0].shape, np.float32)
-            for value in self._device_cache:
-                value.update_inplace(zeros)
-        # Host caches need no clearing: invalid slots are masked, never read.
-
-    def reset(self, obs: Any) -> None:
-        super().reset(obs)
-        self._clear_cache()
 
     # -- one step ------------------------------------------------------------------
 
@@ -133,11 +125,9 @@ class OnnxPolicy(CachedPolicy):
         for name, value in self._device_inputs.items():
             value.update_inplace(ins[name])
         self.session.run_with_iobinding(self._io)
-        if self.variant != "attention":
-            out = self._out
-            for i, (k, v) in enumerate(zip(self._keys, self._values)):
-                k[:, :, :, slot] = out[f"new_key.{i}"]
-                v[:, :, slot, :] = out[f"new_value.{i}"]
+        for cache_k, cache_v, new_k, new_v in self._slot_writes:  # portable graph only
+            cache_k[:, :, :, slot] = new_k
+            cache_v[:, :, slot, :] = new_v
         term = self._out["termination_prob"].copy() if self.config.model.use_eos else None
         return self._out["action_out"].copy(), self._out["value"].copy(), term
 
@@ -177,11 +167,9 @@ def load_policy(
     onnx_path = resolve_policy_path(path)
     try:
         session = make_session(onnx_path, providers, intra_op_threads)
-    except ort.capi.onnxruntime_pybind11_state.Fail as exc:  # type: ignore[attr-defined]
-        raise BundleError(f"{onnx_path}: onnxruntime cannot load it ({exc})") from None
-    except Exception as exc:  # InvalidProtobuf, InvalidGraph, NoSuchFile ...
-        if isinstance(exc, (ValueError, BundleError)):
-            raise
+    except ValueError:  # bad arguments (providers, threads): the caller's mistake, not the file's
+        raise
+    except Exception as exc:  # onnxruntime's Fail, InvalidProtobuf, InvalidGraph, ...
         raise BundleError(f"{onnx_path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
     metadata = read_metadata(session.get_modelmeta().custom_metadata_map, str(onnx_path))
     weights = onnx_path.parent / WEIGHTS_FILE

@@ -7,7 +7,7 @@ PIP_INSTALL := $(PIP) install --constraint constraints.txt
 
 DEMO_BUNDLE ?= bundles/test-policy-hopper-v5
 
-.PHONY: install install-runtime test demo export bench clean
+.PHONY: install install-runtime test demo export bench teacher data train card clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,27 @@ export: install
 
 bench: install
 	$(PY) benchmarks/step_latency.py
+
+# The training pipeline, one stage per target, for one env of gptrl/training/recipes.py:
+#   make teacher ENV=Hopper-v5   SAC teacher (resumable, runs/teachers/ENV), then the committed actors in teachers/
+#   make data ENV=Hopper-v5      Minari datasets from the committed actors (data/minari)
+#   make train ENV=Hopper-v5     behaviour cloning (resumable, runs/train/ENV), best candidate to bundles/
+#   make card ENV=Hopper-v5      the 50-episode ONNX evaluation and the bundle's model card
+ENV ?= Hopper-v5
+TEACHER_STEPS ?= 1000000
+SLUG = $(shell echo $(ENV) | sed 's/-v[0-9]*$$//' | tr A-Z a-z)
+
+teacher: install
+	$(PY) -m gptrl.training.teacher $(ENV) --out runs/teachers/$(ENV) --steps $(TEACHER_STEPS) --publish teachers/$(SLUG)
+
+data: install
+	$(PY) -m gptrl.training.datasets $(ENV) --overwrite
+
+train: install
+	$(PY) -m gptrl.training.train $(ENV) --publish
+
+card: install
+	$(PY) -m gptrl.training.model_card $(ENV)
 
 test: install
 	$(PY) -m pytest -q

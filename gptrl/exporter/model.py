@@ -306,26 +306,53 @@ class PolicyModel(nn.Module):
     # -- sequence forward (training) ------------------------------------------
 
     def forward(
-        self, states: Tensor, actions: Tensor, is_bos: Tensor, padding_mask: Tensor | None = None
+        self,
+        states: Tensor,
+        actions: Tensor,
+        is_bos: Tensor,
+        padding_mask: Tensor | None = None,
+        *,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> PolicyOutput:
-        """Causal pass over whole windows: states [B, T, S], actions [B, T, A], is_bos [B, T].
+        """The heads of ``features``."""
+        return self.heads(self.features(states, actions, is_bos, padding_mask, positions=positions, attn_mask=attn_mask))
 
-        Token t is at position t. ``padding_mask`` [B, T] (True = real token) hides padding
-        keys. Head outputs at token t predict the action that follows it.
+    def features(
+        self,
+        states: Tensor,
+        actions: Tensor,
+        is_bos: Tensor,
+        padding_mask: Tensor | None = None,
+        *,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Final hidden states [B, T, d] of a causal pass over whole windows: states [B, T, S], actions [B, T, A], is_bos [B, T].
+
+        By default token t is at position t and sees tokens 0..t; ``padding_mask`` [B, T]
+        (True = real token) hides padding keys. Training windows that must match a rollout's
+        cache exactly pass their own ``positions`` [B, T] and ``attn_mask`` [B, T, T]
+        (True = query may attend to key) instead. Head outputs at token t predict the
+        action that follows it.
         """
         b, t, _ = states.shape
         net = self.backbone.net
-        positions = torch.arange(t, device=states.device).expand(b, t)
+        if positions is None:
+            positions = torch.arange(t, device=states.device).expand(b, t)
         x = net.embed(self.embed_tokens(states, actions, is_bos), positions)
-        mask = torch.ones(t, t, dtype=torch.bool, device=states.device).tril()[None, None]
-        if padding_mask is not None:
-            mask = mask & padding_mask[:, None, None, :].bool()
-            mask = mask | torch.eye(t, dtype=torch.bool, device=states.device)  # no all-masked rows
+        if attn_mask is None:
+            mask = torch.ones(t, t, dtype=torch.bool, device=states.device).tril()[None, None]
+            if padding_mask is not None:
+                mask = mask & padding_mask[:, None, None, :].bool()
+        else:
+            mask = attn_mask[:, None].bool()
+        mask = mask | torch.eye(t, dtype=torch.bool, device=states.device)  # no all-masked rows
         for block in net.blocks:
             q, k, v = block.attn.qkv(block.attn_in(x), positions)
             x = x + block.attn.out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
             x = x + block.mlp_out(x)
-        return self.heads(net.final_norm(x))
+        return net.final_norm(x)
 
     # -- single step against a cache (inference, export) -----------------------
 

@@ -1,0 +1,168 @@
+"""Minari datasets from teacher actors, and reading them back as episodes for behaviour cloning.
+
+A dataset is collected by a *behaviour* actor (sampling from its Gaussian, so the states cover more than one
+deterministic path) while an *expert* actor labels every visited state: ``infos["expert_action"][t]`` is the
+expert's deterministic action at ``observations[t]``. Behaviour cloning can then learn the expert's action even
+on states a weaker behaviour visited. Collection uses numpy only; the episodes go to Minari through
+``minari.create_dataset_from_buffers``, so the files are ordinary Minari datasets (``minari.load_dataset``).
+
+Every episode ``i`` is seeded (env reset ``seed + i``, action noise ``default_rng([seed, i])``): the same actors
+and seeds rebuild the same dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gptrl.training.teacher_actor import TeacherActor
+
+DEFAULT_DATASETS_PATH = Path("data/minari")
+
+
+def use_datasets_path(path: str | Path | None) -> Path:
+    """Point Minari at ``path`` (default ``data/minari``, or ``$MINARI_DATASETS_PATH`` if set)."""
+    resolved = Path(path or os.environ.get("MINARI_DATASETS_PATH") or DEFAULT_DATASETS_PATH).resolve()
+    resolved.mkdir(parents=True, exist_ok=True)
+    os.environ["MINARI_DATASETS_PATH"] = str(resolved)
+    return resolved
+
+
+def collect_episode_buffers(env_id: str, behaviour: TeacherActor, expert: TeacherActor, num_episodes: int,
+                            seed: int, stochastic: bool = True, progress: bool = True) -> list:
+    """Roll the behaviour actor for ``num_episodes`` seeded episodes; returns Minari ``EpisodeBuffer``s."""
+    import gymnasium as gym
+    from minari.data_collector import EpisodeBuffer
+
+    env = gym.make(env_id)
+    buffers = []
+    episodes = range(num_episodes)
+    if progress:
+        from tqdm import tqdm
+
+        episodes = tqdm(episodes, desc=f"collect {env_id}", unit="ep")
+    for i in episodes:
+        rng = np.random.default_rng([seed, i]) if stochastic else None
+        obs, _ = env.reset(seed=seed + i)
+        observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
+        done = False
+        while not done:
+            action = behaviour.act(obs, rng)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(float(reward))
+            terminations.append(bool(terminated))
+            truncations.append(bool(truncated))
+            done = terminated or truncated
+        observations = np.asarray(observations, dtype=np.float64)
+        buffers.append(EpisodeBuffer(
+            id=i, seed=seed + i,
+            observations=observations, actions=np.asarray(actions, dtype=np.float32),
+            rewards=rewards, terminations=terminations, truncations=truncations,
+            infos={"expert_action": expert.act(observations.astype(np.float32))},
+        ))
+    env.close()
+    return buffers
+
+
+def create_dataset(dataset_id: str, env_id: str, behaviour: TeacherActor, expert: TeacherActor, *,
+                   num_episodes: int, seed: int, ref_min_score: float, ref_max_score: float,
+                   description: str, stochastic: bool = True, overwrite: bool = False, progress: bool = True):
+    """Collect and store one Minari dataset; returns the ``MinariDataset``.
+
+    ``ref_min_score`` / ``ref_max_score`` go into the metadata so ``dataset.get_normalized_score`` works.
+    An existing dataset with this id is an error unless ``overwrite``; a failed collection leaves nothing behind.
+    """
+    import minari
+
+    if dataset_id in minari.list_local_datasets():
+        if not overwrite:
+            raise FileExistsError(f"dataset {dataset_id!r} exists in {os.environ.get('MINARI_DATASETS_PATH')}; "
+                                  "pass overwrite=True (--overwrite) to rebuild it")
+        minari.delete_dataset(dataset_id)
+    buffers = collect_episode_buffers(env_id, behaviour, expert, num_episodes, seed, stochastic, progress)
+    return minari.create_dataset_from_buffers(
+        dataset_id=dataset_id, buffer=buffers, env=env_id, eval_env=env_id,
+        algorithm_name=f"gptrl teacher ({behaviour.info.get('algo', '?')}, {behaviour.info.get('steps', '?')} steps)"
+                       + ("" if stochastic else ", deterministic"),
+        author="gptrl", author_email="gptrl@users.noreply.github.com",
+        code_permalink="https://github.com/gptrl/gptrl/blob/main/gptrl/training/datasets.py",
+        ref_min_score=float(ref_min_score), ref_max_score=float(ref_max_score), description=description,
+    )
+
+
+@dataclass
+class Episode:
+    """One episode as behaviour cloning reads it (T steps)."""
+
+    observations: np.ndarray  # [T + 1, S]
+    actions: np.ndarray  # [T, A], what the behaviour actor did
+    expert_actions: np.ndarray  # [T, A], the label: the expert's action at observations[t]
+    rewards: np.ndarray  # [T]
+
+
+def load_episodes(dataset_ids: list[str]) -> list[Episode]:
+    """All episodes of the given local Minari datasets."""
+    import minari
+
+    episodes = []
+    for dataset_id in dataset_ids:
+        dataset = minari.load_dataset(dataset_id)
+        for ep in dataset.iterate_episodes():
+            if "expert_action" not in ep.infos:
+                raise ValueError(f"{dataset_id}: episode {ep.id} has no infos['expert_action'] labels")
+            steps = len(ep.actions)
+            episodes.append(Episode(
+                observations=np.asarray(ep.observations, dtype=np.float32),
+                actions=np.asarray(ep.actions, dtype=np.float32),
+                expert_actions=np.asarray(ep.infos["expert_action"][:steps], dtype=np.float32),
+                rewards=np.asarray(ep.rewards, dtype=np.float32),
+            ))
+    return episodes
+
+
+def build_datasets(env_id: str, overwrite: bool = False) -> list[str]:
+    """Collect every dataset level of ``env_id``'s recipe from its committed teacher actors."""
+    from gptrl.evaluation import REFERENCE_RETURNS
+    from gptrl.training.recipes import get_recipe
+    from gptrl.training.teacher_actor import load_teacher_actor
+
+    recipe = get_recipe(env_id)
+    expert = load_teacher_actor(recipe.teacher_dir / "expert.safetensors")
+    random_score, expert_score = REFERENCE_RETURNS[env_id]
+    made = []
+    for level in recipe.levels:
+        behaviour = load_teacher_actor(recipe.teacher_dir / f"{level.behaviour}.safetensors")
+        description = (
+            f"{env_id}, {level.episodes} episodes of the {level.behaviour} teacher "
+            f"({behaviour.info.get('algo')} after {behaviour.info.get('steps')} steps, evaluation return "
+            f"{behaviour.info.get('eval_return_mean', float('nan')):.0f}) sampling from its Gaussian policy. "
+            "infos['expert_action'] holds the expert teacher's deterministic action at each observation."
+        )
+        dataset = create_dataset(recipe.dataset_id(level), env_id, behaviour, expert, num_episodes=level.episodes,
+                                 seed=level.seed, ref_min_score=random_score, ref_max_score=expert_score,
+                                 description=description, overwrite=overwrite)
+        returns = [float(np.sum(ep.rewards)) for ep in dataset.iterate_episodes()]
+        print(f"{recipe.dataset_id(level)}: {dataset.total_episodes} episodes, {dataset.total_steps} steps, "
+              f"return {np.mean(returns):.1f} +- {np.std(returns):.1f}", flush=True)
+        made.append(recipe.dataset_id(level))
+    return made
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Build the Minari datasets of one env's recipe from its teachers.")
+    p.add_argument("env_id")
+    p.add_argument("--datasets-path", type=Path, help="Minari datasets folder (default data/minari)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild datasets that already exist")
+    a = p.parse_args(argv)
+    print(f"datasets in {use_datasets_path(a.datasets_path)}")
+    build_datasets(a.env_id, a.overwrite)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Train an online RL teacher (Stable-Baselines3 SAC, or sb3-contrib TQC) for one MuJoCo env.
+
+Resumable: every ``--checkpoint-every`` steps the model and its replay buffer are saved (each file written
+to a temporary name and renamed), the deterministic actor is evaluated on ``--eval-episodes`` episodes, and
+an actor-only snapshot goes to ``actors/step_XXXXXXXXX.safetensors`` with its evaluation in the metadata.
+Running the same command again continues from the last checkpoint.
+
+    python -m gptrl.training.teacher Hopper-v5 --out runs/teachers/Hopper-v5 --steps 1000000 --publish teachers/hopper
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gptrl.training.teacher_actor import TeacherActor, actor_from_sb3
+
+EVAL_SEED_BASE = 10_000  # teacher evaluation seeds stay clear of the 0..49 used for the shipped bundles
+
+
+def evaluate_actor(actor: TeacherActor, env_id: str, episodes: int, seed: int = EVAL_SEED_BASE) -> list[float]:
+    """Returns of the deterministic actor on ``episodes`` seeded episodes (no torch, no SB3)."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        total, done = 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(actor.act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns
+
+
+def _make_model(algo: str, env, seed: int):
+    common = dict(learning_starts=10_000, batch_size=256, buffer_size=1_000_000, seed=seed, device="cpu", verbose=0)
+    if algo == "sac":
+        from stable_baselines3 import SAC
+
+        return SAC("MlpPolicy", env, **common)
+    if algo == "tqc":
+        from sb3_contrib import TQC
+
+        return TQC("MlpPolicy", env, top_quantiles_to_drop_per_net=2, policy_kwargs={"n_critics": 2}, **common)
+    raise ValueError(f"unknown algo {algo!r} (sac or tqc)")
+
+
+def _algo_class(algo: str):
+    if algo == "sac":
+        from stable_baselines3 import SAC
+
+        return SAC
+    from sb3_contrib import TQC
+
+    return TQC
+
+
+def train_teacher(env_id: str, out: Path, steps: int, algo: str = "sac", seed: int = 0,
+                  checkpoint_every: int = 25_000, eval_episodes: int = 5) -> Path:
+    """Train (or continue training) a teacher until ``steps`` env steps; returns the best actor's path."""
+    import gymnasium as gym
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "actors").mkdir(exist_ok=True)
+    model_path, buffer_path = out / "model.zip", out / "replay_buffer.pkl"
+    run_info = {"env_id": env_id, "algo": algo, "seed": seed}
+    info_path = out / "run.json"
+    if info_path.exists() and json.loads(info_path.read_text()) != run_info:
+        raise SystemExit(f"{out} holds a different run ({info_path.read_text()}); pick another --out")
+    info_path.write_text(json.dumps(run_info))
+
+    env = gym.make(env_id)
+    if model_path.exists():
+        model = _algo_class(algo).load(model_path, env=env, device="cpu")
+        if buffer_path.exists():
+            model.load_replay_buffer(buffer_path)
+        print(f"resuming {env_id} {algo} at {model.num_timesteps} steps", flush=True)
+    else:
+        model = _make_model(algo, env, seed)
+    started = time.time()
+
+    class Checkpoint(BaseCallback):
+        def _on_step(self) -> bool:
+            n = self.model.num_timesteps
+            if n % checkpoint_every:
+                return True
+            actor = actor_from_sb3(self.model, {**run_info, "steps": n})
+            returns = evaluate_actor(actor, env_id, eval_episodes)
+            actor.info |= {"eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
+                           "eval_episodes": eval_episodes, "eval_seed": EVAL_SEED_BASE}
+            actor.save(out / "actors" / f"step_{n:09d}.safetensors")
+            self.model.save_replay_buffer(out / "replay_buffer.tmp.pkl")
+            (out / "replay_buffer.tmp.pkl").replace(buffer_path)
+            self.model.save(out / "model.tmp.zip")
+            (out / "model.tmp.zip").replace(model_path)
+            new_file = not (out / "progress.csv").exists()
+            with open(out / "progress.csv", "a", newline="") as f:
+                w = csv.writer(f)
+                if new_file:
+                    w.writerow(["steps", "seconds_this_run", "eval_return_mean", "eval_return_std"])
+                w.writerow([n, round(time.time() - started, 1), round(float(np.mean(returns)), 2),
+                            round(float(np.std(returns)), 2)])
+            print(f"{env_id} step {n}: eval {np.mean(returns):.1f} +- {np.std(returns):.1f} "
+                  f"({time.time() - started:.0f} s)", flush=True)
+            return True
+
+    remaining = steps - model.num_timesteps
+    if remaining > 0:
+        model.learn(remaining, callback=Checkpoint(), reset_num_timesteps=False)
+    return best_actor_path(out)
+
+
+def best_actor_path(out: Path) -> Path:
+    """The snapshot with the highest evaluation mean."""
+    from gptrl.training.teacher_actor import load_teacher_actor
+
+    snaps = sorted((out / "actors").glob("step_*.safetensors"))
+    if not snaps:
+        raise FileNotFoundError(f"{out}/actors holds no snapshots yet")
+    return max(snaps, key=lambda p: load_teacher_actor(p).info.get("eval_return_mean", -np.inf))
+
+
+def publish_teachers(out: Path, dest: Path, env_id: str, finalists: int = 4, episodes: int = 20,
+                     medium_fraction: float = 0.5) -> dict:
+    """Pick the committed actors from a run's snapshots and copy them to ``dest``.
+
+    expert: of the ``finalists`` snapshots with the best quick evaluation, the best mean over ``episodes``
+    further episodes (seeds ``EVAL_SEED_BASE + 10_000`` onwards). medium: the snapshot whose quick evaluation is
+    closest to ``medium_fraction`` of the expert's return.
+    """
+    from gptrl.training.teacher_actor import load_teacher_actor
+
+    snaps = {p: load_teacher_actor(p) for p in sorted((out / "actors").glob("step_*.safetensors"))}
+    if len(snaps) < 2:
+        raise SystemExit(f"{out}/actors holds {len(snaps)} snapshot(s); train longer before publishing")
+    quick = {p: a.info["eval_return_mean"] for p, a in snaps.items()}
+    ranked = sorted(quick, key=quick.get, reverse=True)[:finalists]
+    scores = {}
+    for p in ranked:
+        returns = evaluate_actor(snaps[p], env_id, episodes, seed=EVAL_SEED_BASE + 10_000)
+        scores[p] = (float(np.mean(returns)), float(np.std(returns)))
+        print(f"{p.name}: {scores[p][0]:.1f} +- {scores[p][1]:.1f} over {episodes} episodes", flush=True)
+    expert_path = max(scores, key=lambda p: scores[p][0])
+    target = medium_fraction * scores[expert_path][0]
+    medium_path = min((p for p in snaps if p != expert_path), key=lambda p: abs(quick[p] - target))
+    dest.mkdir(parents=True, exist_ok=True)
+    expert, medium = snaps[expert_path], snaps[medium_path]
+    expert.info |= {"selection_return_mean": scores[expert_path][0], "selection_return_std": scores[expert_path][1],
+                    "selection_episodes": episodes, "selection_seed": EVAL_SEED_BASE + 10_000}
+    expert.save(dest / "expert.safetensors")
+    medium.save(dest / "medium.safetensors")
+    summary = {"expert": expert.info, "medium": medium.info}
+    (dest / "teachers.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("env_id")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument("--algo", choices=["sac", "tqc"], default="sac")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=25_000)
+    p.add_argument("--eval-episodes", type=int, default=5)
+    p.add_argument("--publish", type=Path, help="afterwards, copy the expert and medium actors to this folder")
+    p.add_argument("--publish-only", action="store_true", help="skip training; publish from the snapshots so far")
+    a = p.parse_args(argv)
+    if not a.publish_only:
+        best = train_teacher(a.env_id, a.out, a.steps, a.algo, a.seed, a.checkpoint_every, a.eval_episodes)
+        print(f"best actor: {best}")
+    if a.publish:
+        print(json.dumps(publish_teachers(a.out, a.publish, a.env_id), indent=1))
+
+
+if __name__ == "__main__":
+    main()

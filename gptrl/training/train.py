@@ -131,7 +131,7 @@ def _save_atomic(obj, path: Path) -> None:
 
 
 def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, cfg: TrainConfig,
-          progress: bool = True) -> dict:
+          progress: bool = True, notes: dict | None = None) -> dict:
     """Train (or resume) and return the run summary; the best candidate bundle ends in ``out/best``."""
     from tqdm import tqdm
 
@@ -198,7 +198,7 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
                           "config": asdict(cfg), "model_kwargs": model_kwargs}, ckpt_path)
             with open(out / "history.json", "w") as f:
                 json.dump({"config": asdict(cfg), "model": model_kwargs, "dataset_steps": sampler.num_steps,
-                           "dataset_episodes": len(episodes), **state}, f, indent=1)
+                           "dataset_episodes": len(episodes), **(notes or {}), **state}, f, indent=1)
     bar.close()
     return state
 
@@ -226,9 +226,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainConfig(**{**recipe.train, **{f.name: getattr(a, f.name) for f in fields(TrainConfig)
                                             if getattr(a, f.name) is not None}})
     use_datasets_path(a.datasets_path)
-    episodes = load_episodes(recipe.dataset_ids)
+    datasets = {dataset_id: load_episodes([dataset_id]) for dataset_id in recipe.dataset_ids}
+    episodes = [ep for eps in datasets.values() for ep in eps]
+    summary = {dataset_id: {"episodes": len(eps), "steps": int(sum(len(e.actions) for e in eps)),
+                            "return_mean": float(np.mean([e.rewards.sum() for e in eps])),
+                            "return_std": float(np.std([e.rewards.sum() for e in eps]))}
+               for dataset_id, eps in datasets.items()}
     out = a.out or Path("runs/train") / a.env_id
-    state = train(a.env_id, out, episodes, recipe.model, cfg)
+    state = train(a.env_id, out, episodes, recipe.model, cfg, notes={"datasets": summary})
     print(f"best: {json.dumps(state['best'])}")
     if a.publish:
         print(f"published {publish(out / 'best', recipe.bundle_dir)}")

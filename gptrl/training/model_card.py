@@ -1,0 +1,136 @@
+"""Measure a shipped bundle and write its model card (README.md) from what the pipeline recorded.
+
+The evaluation is exactly ``gptrl eval BUNDLE --episodes 50 --seed 0 --json`` (the ONNX runtime), run as a
+subprocess; its output is kept next to the card as ``eval.json`` so tests and readers can check the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from gptrl.bundle import load_bundle
+from gptrl.training.recipes import get_recipe
+
+# The returns the reference project publishes for its bundles (50 episodes, seeds 0..49, max 1000 steps).
+REFERENCE_PROJECT_RETURNS = {"Hopper-v5": 2836.28, "HalfCheetah-v5": 5989.04}
+
+
+def measure(bundle_dir: Path, episodes: int = 50, seed: int = 0) -> dict:
+    command = [sys.executable, "-m", "gptrl.cli", "eval", str(bundle_dir), "--episodes", str(episodes),
+               "--seed", str(seed), "--json"]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return {"command": f"gptrl eval {bundle_dir} --episodes {episodes} --seed {seed}", **json.loads(done.stdout)}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history: dict) -> str:
+    bundle = load_bundle(bundle_dir)
+    c, m = bundle.config, bundle.config.model
+    target = REFERENCE_PROJECT_RETURNS.get(env_id)
+    verdict = ""
+    if target is not None:
+        verdict = (f"above the reference project's published {target:.2f}" if result["return_mean"] >= target
+                   else f"**below** the reference project's published {target:.2f}")
+    cfg, best = history["config"], history["best"]
+    exp, med = teachers["expert"], teachers["medium"]
+    lines = [
+        f"# {bundle_dir.name}: a causal transformer policy for {env_id}",
+        "",
+        f"A {m.network_name} policy in the Causal GPT-RL bundle format (format {c.format_version}), trained by "
+        "behaviour cloning from gptrl's own teachers. It runs on any runtime that reads the format; "
+        "`policy.onnx` is its exported one-step graph for the torch-free `gptrl.runtime`.",
+        "",
+        "## Results",
+        "",
+        f"Measured with `{result['command']}` (ONNX runtime, CPU, {result['num_episodes']} episodes, "
+        f"seeds {result['seeds'][0]}..{result['seeds'][1]}, max 1000 steps):",
+        "",
+        "| return (mean +- std) | normalised score | episode length (mean +- std) | min / max return |",
+        "|---|---|---|---|",
+        f"| {result['return_mean']:.2f} +- {result['return_std']:.2f} | {result['normalized_score']:.1f} | "
+        f"{result['length_mean']:.1f} +- {result['length_std']:.1f} | "
+        f"{min(result['returns']):.1f} / {max(result['returns']):.1f} |",
+        "",
+        f"The mean is {verdict}." if verdict else "",
+        "Normalised score = 100 (return - random) / (expert - random) with gptrl's references "
+        "(`gptrl.evaluation.REFERENCE_RETURNS`). Per-episode returns are in `eval.json`.",
+        "",
+        "## Architecture",
+        "",
+        f"- {m.network_name}, {m.num_layers} layers, d_model {m.d_model}, {m.num_heads} heads"
+        + (f", SwiGLU width {m.intermediate_size}, RoPE theta {m.rope_theta:g}" if m.network == "llama" else "")
+        + f"; {bundle.parameter_count:,} parameters.",
+        f"- One token per step (state, previous action, BOS flag); context_length = kv cache {c.context_length}, "
+        "bos_cache_mode discard. As the format prescribes, the action for step t is read from the token of "
+        "step t-1, so the policy predicts each action from the history up to the previous state and action.",
+        "- Embedded state normaliser (mean and std of the training states); tanh-squashed deterministic actions.",
+        "",
+        "## Data",
+        "",
+        f"- Teachers: Stable-Baselines3 {exp['algo'].upper()} trained by `make teacher ENV={env_id}`. Expert: the "
+        f"snapshot after {_fmt(exp['steps'])} steps, {exp['selection_return_mean']:.1f} +- "
+        f"{exp['selection_return_std']:.1f} over {exp['selection_episodes']} episodes (seeds "
+        f"{exp['selection_seed']}+). Medium: the snapshot after {_fmt(med['steps'])} steps, "
+        f"{med['eval_return_mean']:.1f} over {med['eval_episodes']} episodes. Both are committed, actor only, in "
+        f"`teachers/`.",
+        "- Datasets (Minari format, built by `make data`; not committed): the behaviour teacher samples from its "
+        "Gaussian policy, and every state is labelled with the expert's deterministic action "
+        "(`infos['expert_action']`), which is what the policy learns.",
+        "",
+        "| dataset | episodes | steps | behaviour return (mean +- std) |",
+        "|---|---|---|---|",
+        *[f"| `{k}` | {v['episodes']} | {_fmt(v['steps'])} | {v['return_mean']:.1f} +- {v['return_std']:.1f} |"
+          for k, v in history["datasets"].items()],
+        "",
+        "## Training",
+        "",
+        f"- Behaviour cloning (`make train ENV={env_id}`): MSE between the squashed action and the expert's, on "
+        f"windows of {cfg['window']} steps whose positions and attention mask are those of the rollout cache "
+        "(`gptrl.training.windows`); the loss counts only steps whose whole receptive field is in the window.",
+        f"- {_fmt(cfg['steps'])} steps of batch {cfg['batch_size']}, AdamW lr {cfg['lr']:g} (warmup "
+        f"{cfg['warmup']}, cosine to {cfg['min_lr_ratio']:g}x), weight decay {cfg['weight_decay']:g}, "
+        f"gradient clip {cfg['grad_clip']:g}, seed {cfg['seed']}; {history['history'][-1]['seconds'] / 60:.0f} min "
+        f"on {cfg['threads']} CPU thread(s).",
+        "- The log-std and value heads are fitted on detached features (behaviour action spread; discounted "
+        f"return, gamma {cfg['gamma']}); the ONNX graph emits only the deterministic action.",
+        f"- Every {cfg['eval_every']} steps the candidate was exported and evaluated on the ONNX runtime over "
+        f"{cfg['eval_episodes']} held-out seeds ({cfg['eval_seed']}+, never the seeds above); the best, at step "
+        f"{_fmt(best['step'])} ({best['return_mean']:.1f} +- {best['return_std']:.1f}), is this bundle.",
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        f"make teacher ENV={env_id}   # hours on CPU; the committed actors make this optional",
+        f"make data ENV={env_id}",
+        f"make train ENV={env_id}",
+        f"make card ENV={env_id}      # this file and eval.json",
+        "```",
+        "",
+    ]
+    return "\n".join(line for line in lines if line is not None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("env_id")
+    p.add_argument("--run", type=Path, help="training run folder (default runs/train/ENV)")
+    a = p.parse_args(argv)
+    recipe = get_recipe(a.env_id)
+    bundle_dir = recipe.bundle_dir
+    history = json.loads(((a.run or Path("runs/train") / a.env_id) / "history.json").read_text())
+    teachers = json.loads((recipe.teacher_dir / "teachers.json").read_text())
+    result = measure(bundle_dir)
+    (bundle_dir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+    (bundle_dir / "README.md").write_text(render(a.env_id, bundle_dir, result, teachers, history))
+    print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} -> {bundle_dir}/README.md")
+
+
+if __name__ == "__main__":
+    main()

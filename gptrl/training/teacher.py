@@ -41,17 +41,11 @@ def evaluate_actor(actor: TeacherActor, env_id: str, episodes: int, seed: int = 
     return returns
 
 
-def _make_model(algo: str, env, seed: int):
-    common = dict(learning_starts=10_000, batch_size=256, buffer_size=1_000_000, seed=seed, device="cpu", verbose=0)
-    if algo == "sac":
-        from stable_baselines3 import SAC
-
-        return SAC("MlpPolicy", env, **common)
-    if algo == "tqc":
-        from sb3_contrib import TQC
-
-        return TQC("MlpPolicy", env, top_quantiles_to_drop_per_net=2, policy_kwargs={"n_critics": 2}, **common)
-    raise ValueError(f"unknown algo {algo!r} (sac or tqc)")
+# Stable-Baselines3 defaults (lr 3e-4, batch 256, gamma 0.99, tau 0.005, one gradient step per env step,
+# automatic entropy) with the RL Zoo's 10k random warm-up steps. TQC keeps 2 critics instead of 5 so it runs
+# about as fast as SAC on one core; ``top_quantiles_to_drop_per_net`` comes from the recipe.
+COMMON_KWARGS = dict(learning_starts=10_000, batch_size=256, buffer_size=1_000_000, device="cpu", verbose=0)
+ALGO_DEFAULTS = {"sac": {}, "tqc": {"top_quantiles_to_drop_per_net": 2, "policy_kwargs": {"n_critics": 2}}}
 
 
 def _algo_class(algo: str):
@@ -59,13 +53,19 @@ def _algo_class(algo: str):
         from stable_baselines3 import SAC
 
         return SAC
-    from sb3_contrib import TQC
+    if algo == "tqc":
+        from sb3_contrib import TQC
 
-    return TQC
+        return TQC
+    raise ValueError(f"unknown algo {algo!r} (sac or tqc)")
+
+
+def _make_model(algo: str, env, seed: int, algo_kwargs: dict):
+    return _algo_class(algo)("MlpPolicy", env, seed=seed, **{**COMMON_KWARGS, **ALGO_DEFAULTS[algo], **algo_kwargs})
 
 
 def train_teacher(env_id: str, out: Path, steps: int, algo: str = "sac", seed: int = 0,
-                  checkpoint_every: int = 25_000, eval_episodes: int = 5) -> Path:
+                  checkpoint_every: int = 25_000, eval_episodes: int = 5, algo_kwargs: dict | None = None) -> Path:
     """Train (or continue training) a teacher until ``steps`` env steps; returns the best actor's path."""
     import gymnasium as gym
     import torch
@@ -75,7 +75,7 @@ def train_teacher(env_id: str, out: Path, steps: int, algo: str = "sac", seed: i
     out.mkdir(parents=True, exist_ok=True)
     (out / "actors").mkdir(exist_ok=True)
     model_path, buffer_path = out / "model.zip", out / "replay_buffer.pkl"
-    run_info = {"env_id": env_id, "algo": algo, "seed": seed}
+    run_info = {"env_id": env_id, "algo": algo, "seed": seed, **({"algo_kwargs": algo_kwargs} if algo_kwargs else {})}
     info_path = out / "run.json"
     if info_path.exists() and json.loads(info_path.read_text()) != run_info:
         raise SystemExit(f"{out} holds a different run ({info_path.read_text()}); pick another --out")
@@ -88,7 +88,7 @@ def train_teacher(env_id: str, out: Path, steps: int, algo: str = "sac", seed: i
             model.load_replay_buffer(buffer_path)
         print(f"resuming {env_id} {algo} at {model.num_timesteps} steps", flush=True)
     else:
-        model = _make_model(algo, env, seed)
+        model = _make_model(algo, env, seed, algo_kwargs or {})
     started = time.time()
 
     class Checkpoint(BaseCallback):
@@ -171,15 +171,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("env_id")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--steps", type=int, default=1_000_000)
-    p.add_argument("--algo", choices=["sac", "tqc"], default="sac")
+    p.add_argument("--algo", choices=["sac", "tqc"], help="default: the env's recipe (gptrl/training/recipes.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=25_000)
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--publish", type=Path, help="afterwards, copy the expert and medium actors to this folder")
     p.add_argument("--publish-only", action="store_true", help="skip training; publish from the snapshots so far")
     a = p.parse_args(argv)
+    from gptrl.training.recipes import RECIPES
+
+    recipe = RECIPES.get(a.env_id)
+    algo = a.algo or (recipe.teacher_algo if recipe else "sac")
+    algo_kwargs = recipe.teacher_kwargs if recipe and algo == recipe.teacher_algo else {}
     if not a.publish_only:
-        best = train_teacher(a.env_id, a.out, a.steps, a.algo, a.seed, a.checkpoint_every, a.eval_episodes)
+        best = train_teacher(a.env_id, a.out, a.steps, algo, a.seed, a.checkpoint_every, a.eval_episodes, algo_kwargs)
         print(f"best actor: {best}")
     if a.publish:
         print(json.dumps(publish_teachers(a.out, a.publish, a.env_id), indent=1))

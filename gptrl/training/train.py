@@ -173,7 +173,7 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         state["step"] = step + 1
-        loss = float(losses["action"])
+        loss = losses["action"].item()
         running = loss if running is None else 0.98 * running + 0.02 * loss
         bar.update(1)
         bar.set_postfix(action_mse=f"{running:.4f}", best=state["best"] and f"{state['best']['return_mean']:.0f}")

@@ -180,3 +180,24 @@ def test_build_model_fits_the_normaliser_to_the_data():
     assert model.config.env_id == "HalfCheetah-v5" and model.config.context_length == 4
     np.testing.assert_allclose(model.state_normalization_mean.numpy(), obs.mean(0), atol=1e-4)
     np.testing.assert_allclose(model.state_normalization_std.numpy(), obs.std(0), rtol=1e-3)
+
+
+def test_teacher_training_resumes_and_publishes(tmp_path):
+    from gptrl.training.teacher import publish_teachers, train_teacher
+
+    out = tmp_path / "run"
+    small = {"buffer_size": 2000, "learning_starts": 150}
+    train_teacher("Hopper-v5", out, steps=200, checkpoint_every=100, eval_episodes=2, algo_kwargs=small)
+    train_teacher("Hopper-v5", out, steps=300, checkpoint_every=100, eval_episodes=2, algo_kwargs=small)
+    progress = (out / "progress.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in progress[1:]] == ["100", "200", "300"]
+    snaps = sorted((out / "actors").glob("*.safetensors"))
+    assert [load_teacher_actor(p).info["steps"] for p in snaps] == [100, 200, 300]
+    with pytest.raises(SystemExit, match="different run"):
+        train_teacher("Hopper-v5", out, steps=400, algo="tqc", checkpoint_every=100)
+    summary = publish_teachers(out, tmp_path / "teachers", "Hopper-v5", finalists=2, episodes=3)
+    expert = load_teacher_actor(tmp_path / "teachers" / "expert.safetensors")
+    medium = load_teacher_actor(tmp_path / "teachers" / "medium.safetensors")
+    assert expert.info["steps"] != medium.info["steps"]
+    assert expert.info["selection_episodes"] == 3 and summary["expert"] == expert.info
+    assert json.loads((tmp_path / "teachers" / "teachers.json").read_text())["medium"]["steps"] == medium.info["steps"]

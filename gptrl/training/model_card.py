@@ -97,7 +97,7 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
         f"- {_fmt(cfg['steps'])} steps of batch {cfg['batch_size']}, AdamW lr {cfg['lr']:g} (warmup "
         f"{cfg['warmup']}, cosine to {cfg['min_lr_ratio']:g}x), weight decay {cfg['weight_decay']:g}, "
         f"gradient clip {cfg['grad_clip']:g}, seed {cfg['seed']}; {history['history'][-1]['seconds'] / 60:.0f} min "
-        f"on {cfg['threads']} CPU thread(s).",
+        f"on {cfg['threads']} CPU thread{'s' if cfg['threads'] > 1 else ''}.",
         "- The log-std and value heads are fitted on detached features (behaviour action spread; discounted "
         f"return, gamma {cfg['gamma']}); the ONNX graph emits only the deterministic action.",
         f"- Every {cfg['eval_every']} steps the candidate was exported and evaluated on the ONNX runtime over "
@@ -107,7 +107,7 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
         "## Reproduce",
         "",
         "```",
-        f"make teacher ENV={env_id}   # hours on CPU; the committed actors make this optional",
+        f"make teacher ENV={env_id}   # about 70 steps/s on one core; the committed actors make it optional",
         f"make data ENV={env_id}",
         f"make train ENV={env_id}",
         f"make card ENV={env_id}      # this file and eval.json",

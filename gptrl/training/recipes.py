@@ -24,6 +24,7 @@ class Recipe:
     env_id: str
     slug: str
     teacher_algo: str = "sac"
+    teacher_steps: int = 1_000_000  # env steps of the run the committed actors come from
     teacher_kwargs: dict = field(default_factory=dict)  # extra keywords for the SB3 / sb3-contrib algorithm
     levels: tuple[DataLevel, ...] = ()
     # The bundle architecture (gptrl.bundle.make_config keywords).
@@ -63,7 +64,7 @@ RECIPES: dict[str, Recipe] = {
         train=_TRAIN,
     ),
     "HalfCheetah-v5": Recipe(
-        env_id="HalfCheetah-v5", slug="halfcheetah",
+        env_id="HalfCheetah-v5", slug="halfcheetah", teacher_steps=225_000,
         levels=(DataLevel("expert", "expert", 300, seed=100_000), DataLevel("medium", "medium", 100, seed=200_000)),
         model=_MODEL,
         train=_TRAIN,

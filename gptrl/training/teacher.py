@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("env_id")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=1_000_000)
+    p.add_argument("--steps", type=int, help="total env steps (default: the recipe's teacher_steps, else 1M)")
     p.add_argument("--algo", choices=["sac", "tqc"], help="default: the env's recipe (gptrl/training/recipes.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=25_000)
@@ -183,8 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     recipe = RECIPES.get(a.env_id)
     algo = a.algo or (recipe.teacher_algo if recipe else "sac")
     algo_kwargs = recipe.teacher_kwargs if recipe and algo == recipe.teacher_algo else {}
+    steps = a.steps or (recipe.teacher_steps if recipe else 1_000_000)
     if not a.publish_only:
-        best = train_teacher(a.env_id, a.out, a.steps, algo, a.seed, a.checkpoint_every, a.eval_episodes, algo_kwargs)
+        best = train_teacher(a.env_id, a.out, steps, algo, a.seed, a.checkpoint_every, a.eval_episodes, algo_kwargs)
         print(f"best actor: {best}")
     if a.publish:
         print(json.dumps(publish_teachers(a.out, a.publish, a.env_id), indent=1))

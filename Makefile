@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 # Every install goes through the constraints file so torch stays the pinned CPU build.
 PIP_INSTALL := $(PIP) install --constraint constraints.txt
 
-DEMO_BUNDLE ?= bundles/test-policy-hopper-v5
+DEMO_BUNDLE ?= bundles/hopper-v5
 
 .PHONY: install install-runtime test demo export bench teacher data train card clean
 

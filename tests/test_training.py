@@ -56,11 +56,15 @@ def test_teacher_actor_matches_sb3_and_round_trips(tmp_path):
     assert np.abs(a1 - again.act(obs)).max() > 1e-3
 
 
-def test_minari_dataset_round_trip(datasets):
+@pytest.mark.parametrize("noise_std", [None, 0.3])
+def test_minari_dataset_round_trip(datasets, noise_std):
     import minari
 
+    from gptrl.training.datasets import behaviour_action
+
     behaviour, expert = random_actor(11, 3, 0), random_actor(11, 3, 1)
-    kwargs = dict(num_episodes=3, seed=5, ref_min_score=17.6, ref_max_score=3857.7, description="test", progress=False)
+    kwargs = dict(num_episodes=3, seed=5, ref_min_score=17.6, ref_max_score=3857.7, description="test",
+                  progress=False, noise_std=noise_std)
     ds = create_dataset("gptrl/hopper/test-v0", "Hopper-v5", behaviour, expert, **kwargs)
     assert ds.total_episodes == 3
     loaded = minari.load_dataset("gptrl/hopper/test-v0")
@@ -76,9 +80,12 @@ def test_minari_dataset_round_trip(datasets):
     obs, _ = env.reset(seed=5)
     rng = np.random.default_rng([5, 0])
     for t in range(len(episodes[0].actions)):
-        action = behaviour.act(obs, rng)
+        action = behaviour_action(behaviour, obs, rng, noise_std)
         np.testing.assert_allclose(action, episodes[0].actions[t], atol=1e-6)
         obs, *_ = env.step(action)
+    if noise_std is not None:  # mean action plus noise of that size, within the bounds
+        noise = episodes[0].actions - behaviour.act(episodes[0].observations[:-1])
+        assert 0.1 < noise.std() < 0.5 and np.abs(episodes[0].actions).max() <= 1.0
     with pytest.raises(FileExistsError, match="overwrite"):
         create_dataset("gptrl/hopper/test-v0", "Hopper-v5", behaviour, expert, **kwargs)
     create_dataset("gptrl/hopper/test-v0", "Hopper-v5", behaviour, expert, **{**kwargs, "num_episodes": 2}, overwrite=True)

@@ -1,7 +1,8 @@
 """Minari datasets from teacher actors, and reading them back as episodes for behaviour cloning.
 
-A dataset is collected by a *behaviour* actor (sampling from its Gaussian, so the states cover more than one
-deterministic path) while an *expert* actor labels every visited state: ``infos["expert_action"][t]`` is the
+A dataset is collected by a *behaviour* actor, either sampling from its own Gaussian policy or adding Gaussian
+noise of a fixed size to its deterministic action (``noise_std``, as in DART: the states then stay close to the
+path the policy itself will take), while an *expert* actor labels every visited state: ``infos["expert_action"][t]`` is the
 expert's deterministic action at ``observations[t]``. Behaviour cloning can then learn the expert's action even
 on states a weaker behaviour visited. Collection uses numpy only; the episodes go to Minari through
 ``minari.create_dataset_from_buffers``, so the files are ordinary Minari datasets (``minari.load_dataset``).
@@ -32,8 +33,17 @@ def use_datasets_path(path: str | Path | None) -> Path:
     return resolved
 
 
+def behaviour_action(actor: TeacherActor, obs: np.ndarray, rng: np.random.Generator,
+                     noise_std: float | None) -> np.ndarray:
+    """The actor's own Gaussian sample (``noise_std`` None), or its mean action plus N(0, noise_std) noise."""
+    if noise_std is None:
+        return actor.act(obs, rng)
+    noisy = actor.act(obs) + noise_std * rng.standard_normal(actor.action_low.shape).astype(np.float32)
+    return np.clip(noisy, actor.action_low, actor.action_high).astype(np.float32)
+
+
 def collect_episode_buffers(env_id: str, behaviour: TeacherActor, expert: TeacherActor, num_episodes: int,
-                            seed: int, stochastic: bool = True, progress: bool = True) -> list:
+                            seed: int, noise_std: float | None = None, progress: bool = True) -> list:
     """Roll the behaviour actor for ``num_episodes`` seeded episodes; returns Minari ``EpisodeBuffer``s."""
     import gymnasium as gym
     from minari.data_collector import EpisodeBuffer
@@ -46,12 +56,12 @@ def collect_episode_buffers(env_id: str, behaviour: TeacherActor, expert: Teache
 
         episodes = tqdm(episodes, desc=f"collect {env_id}", unit="ep")
     for i in episodes:
-        rng = np.random.default_rng([seed, i]) if stochastic else None
+        rng = np.random.default_rng([seed, i])
         obs, _ = env.reset(seed=seed + i)
         observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
         done = False
         while not done:
-            action = behaviour.act(obs, rng)
+            action = behaviour_action(behaviour, obs, rng, noise_std)
             obs, reward, terminated, truncated, _ = env.step(action)
             observations.append(obs)
             actions.append(action)
@@ -72,7 +82,7 @@ def collect_episode_buffers(env_id: str, behaviour: TeacherActor, expert: Teache
 
 def create_dataset(dataset_id: str, env_id: str, behaviour: TeacherActor, expert: TeacherActor, *,
                    num_episodes: int, seed: int, ref_min_score: float, ref_max_score: float,
-                   description: str, stochastic: bool = True, overwrite: bool = False, progress: bool = True):
+                   description: str, noise_std: float | None = None, overwrite: bool = False, progress: bool = True):
     """Collect and store one Minari dataset; returns the ``MinariDataset``.
 
     ``ref_min_score`` / ``ref_max_score`` go into the metadata so ``dataset.get_normalized_score`` works.
@@ -85,11 +95,11 @@ def create_dataset(dataset_id: str, env_id: str, behaviour: TeacherActor, expert
             raise FileExistsError(f"dataset {dataset_id!r} exists in {os.environ.get('MINARI_DATASETS_PATH')}; "
                                   "pass overwrite=True (--overwrite) to rebuild it")
         minari.delete_dataset(dataset_id)
-    buffers = collect_episode_buffers(env_id, behaviour, expert, num_episodes, seed, stochastic, progress)
+    buffers = collect_episode_buffers(env_id, behaviour, expert, num_episodes, seed, noise_std, progress)
     return minari.create_dataset_from_buffers(
         dataset_id=dataset_id, buffer=buffers, env=env_id, eval_env=env_id,
         algorithm_name=f"gptrl teacher ({behaviour.info.get('algo', '?')}, {behaviour.info.get('steps', '?')} steps)"
-                       + ("" if stochastic else ", deterministic"),
+                       + (", own Gaussian policy" if noise_std is None else f", mean action + N(0, {noise_std:g}) noise"),
         author="gptrl", author_email="gptrl@users.noreply.github.com",
         code_permalink="https://github.com/gptrl/gptrl/blob/main/gptrl/training/datasets.py",
         ref_min_score=float(ref_min_score), ref_max_score=float(ref_max_score), description=description,
@@ -138,15 +148,17 @@ def build_datasets(env_id: str, overwrite: bool = False) -> list[str]:
     made = []
     for level in recipe.levels:
         behaviour = load_teacher_actor(recipe.teacher_dir / f"{level.behaviour}.safetensors")
+        acting = ("sampling from its Gaussian policy" if level.noise_std is None
+                  else f"adding N(0, {level.noise_std:g}) noise to its deterministic action")
         description = (
             f"{env_id}, {level.episodes} episodes of the {level.behaviour} teacher "
             f"({behaviour.info.get('algo')} after {behaviour.info.get('steps')} steps, evaluation return "
-            f"{behaviour.info.get('eval_return_mean', float('nan')):.0f}) sampling from its Gaussian policy. "
+            f"{behaviour.info.get('eval_return_mean', float('nan')):.0f}) {acting}. "
             "infos['expert_action'] holds the expert teacher's deterministic action at each observation."
         )
         dataset = create_dataset(recipe.dataset_id(level), env_id, behaviour, expert, num_episodes=level.episodes,
                                  seed=level.seed, ref_min_score=random_score, ref_max_score=expert_score,
-                                 description=description, overwrite=overwrite)
+                                 description=description, noise_std=level.noise_std, overwrite=overwrite)
         returns = [float(np.sum(ep.rewards)) for ep in dataset.iterate_episodes()]
         print(f"{recipe.dataset_id(level)}: {dataset.total_episodes} episodes, {dataset.total_steps} steps, "
               f"return {np.mean(returns):.1f} +- {np.std(returns):.1f}", flush=True)

@@ -40,6 +40,10 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
                    else f"**below** the reference project's published {target:.2f}")
     cfg, best = history["config"], history["best"]
     exp, med = teachers["expert"], teachers["medium"]
+    recipe = get_recipe(env_id)
+    behaviour = {recipe.dataset_id(level): f"{level.behaviour} teacher, "
+                 + ("its own Gaussian policy" if level.noise_std is None else f"mean action + N(0, {level.noise_std:g})")
+                 for level in recipe.levels}
     lines = [
         f"# {bundle_dir.name}: a causal transformer policy for {env_id}",
         "",
@@ -80,14 +84,14 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
         f"{exp['selection_seed']}+). Medium: the snapshot after {_fmt(med['steps'])} steps, "
         f"{med['eval_return_mean']:.1f} over {med['eval_episodes']} episodes. Both are committed, actor only, in "
         f"`teachers/`.",
-        "- Datasets (Minari format, built by `make data`; not committed): the behaviour teacher samples from its "
-        "Gaussian policy, and every state is labelled with the expert's deterministic action "
-        "(`infos['expert_action']`), which is what the policy learns.",
+        "- Datasets (Minari format, built by `make data`; not committed): a behaviour teacher acts, and every "
+        "state is labelled with the expert's deterministic action (`infos['expert_action']`), which is what the "
+        "policy learns.",
         "",
-        "| dataset | episodes | steps | behaviour return (mean +- std) |",
-        "|---|---|---|---|",
-        *[f"| `{k}` | {v['episodes']} | {_fmt(v['steps'])} | {v['return_mean']:.1f} +- {v['return_std']:.1f} |"
-          for k, v in history["datasets"].items()],
+        "| dataset | behaviour | episodes | steps | behaviour return (mean +- std) |",
+        "|---|---|---|---|---|",
+        *[f"| `{k}` | {behaviour.get(k, '?')} | {v['episodes']} | {_fmt(v['steps'])} | "
+          f"{v['return_mean']:.1f} +- {v['return_std']:.1f} |" for k, v in history["datasets"].items()],
         "",
         "## Training",
         "",

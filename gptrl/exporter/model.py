@@ -328,7 +328,7 @@ class PolicyModel(nn.Module):
         positions: Tensor | None = None,
         attn_mask: Tensor | None = None,
     ) -> Tensor:
-        """Final hidden states [B, T, d] of a causal pass over whole windows: states [B, T, S], actions [B, T, A], is_bos [B, T].
+        """Final hidden states [B, T, d] of a causal pass: states [B, T, S], actions [B, T, A], is_bos [B, T].
 
         By default token t is at position t and sees tokens 0..t; ``padding_mask`` [B, T]
         (True = real token) hides padding keys. Training windows that must match a rollout's

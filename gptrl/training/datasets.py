@@ -86,16 +86,18 @@ def create_dataset(dataset_id: str, env_id: str, behaviour: TeacherActor, expert
     """Collect and store one Minari dataset; returns the ``MinariDataset``.
 
     ``ref_min_score`` / ``ref_max_score`` go into the metadata so ``dataset.get_normalized_score`` works.
-    An existing dataset with this id is an error unless ``overwrite``; a failed collection leaves nothing behind.
+    An existing dataset with this id is an error unless ``overwrite``; it is replaced only after the new
+    episodes are collected, so a failed collection leaves it in place.
     """
     import minari
 
-    if dataset_id in minari.list_local_datasets():
-        if not overwrite:
-            raise FileExistsError(f"dataset {dataset_id!r} exists in {os.environ.get('MINARI_DATASETS_PATH')}; "
-                                  "pass overwrite=True (--overwrite) to rebuild it")
-        minari.delete_dataset(dataset_id)
+    exists = dataset_id in minari.list_local_datasets()
+    if exists and not overwrite:
+        raise FileExistsError(f"dataset {dataset_id!r} exists in {os.environ.get('MINARI_DATASETS_PATH')}; "
+                              "pass overwrite=True (--overwrite) to rebuild it")
     buffers = collect_episode_buffers(env_id, behaviour, expert, num_episodes, seed, noise_std, progress)
+    if exists:  # only once the new episodes are in memory
+        minari.delete_dataset(dataset_id)
     return minari.create_dataset_from_buffers(
         dataset_id=dataset_id, buffer=buffers, env=env_id, eval_env=env_id,
         algorithm_name=f"gptrl teacher ({behaviour.info.get('algo', '?')}, {behaviour.info.get('steps', '?')} steps)"

@@ -15,7 +15,6 @@ reports). The best candidate is kept; a checkpoint makes the run resumable.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import shutil
@@ -143,8 +142,8 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
                             gamma=cfg.gamma, seed=cfg.seed)
     model = build_model(env_id, episodes, model_kwargs, cfg.seed)
     value_scale = float(max(1.0, sampler.returns.std()))
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     state = {"step": 0, "best": None, "history": []}
@@ -158,7 +157,8 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
         sampler.rng.bit_generator.state = ckpt["sampler_rng"]
         torch.set_rng_state(ckpt["torch_rng"])
         state = ckpt["state"]
-    started = time.time()
+    # Wall time across resumptions: this run's clock starts where the last checkpoint's left off.
+    started = time.time() - (state["history"][-1]["seconds"] if state["history"] else 0.0)
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"train {env_id}", unit="step", disable=not progress)
     running = None
     while state["step"] < cfg.steps:

@@ -44,10 +44,9 @@ bench: install
 #   make train ENV=Hopper-v5     behaviour cloning (resumable, runs/train/ENV), best candidate to bundles/
 #   make card ENV=Hopper-v5      the 50-episode ONNX evaluation and the bundle's model card
 ENV ?= Hopper-v5
-SLUG = $(shell echo $(ENV) | sed 's/-v[0-9]*$$//' | tr A-Z a-z)
 
 teacher: install
-	$(PY) -m gptrl.training.teacher $(ENV) --out runs/teachers/$(ENV) --publish teachers/$(SLUG)
+	$(PY) -m gptrl.training.teacher $(ENV) --publish
 
 data: install
 	$(PY) -m gptrl.training.datasets $(ENV) --overwrite

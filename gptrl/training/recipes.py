@@ -40,7 +40,7 @@ class Recipe:
 
     @property
     def bundle_dir(self) -> Path:
-        return Path("bundles") / f"{self.slug}-v5"
+        return Path("bundles") / self.env_id.lower()
 
     def dataset_id(self, level: DataLevel) -> str:
         return f"gptrl/{self.slug}/{level.name}-v0"

@@ -5,7 +5,7 @@ to a temporary name and renamed), the deterministic actor is evaluated on ``--ev
 an actor-only snapshot goes to ``actors/step_XXXXXXXXX.safetensors`` with its evaluation in the metadata.
 Running the same command again continues from the last checkpoint.
 
-    python -m gptrl.training.teacher Hopper-v5 --out runs/teachers/Hopper-v5 --steps 1000000 --publish teachers/hopper
+    python -m gptrl.training.teacher Hopper-v5 --out runs/teachers/Hopper-v5 --publish
 """
 
 from __future__ import annotations
@@ -25,20 +25,9 @@ EVAL_SEED_BASE = 10_000  # teacher evaluation seeds stay clear of the 0..49 used
 
 def evaluate_actor(actor: TeacherActor, env_id: str, episodes: int, seed: int = EVAL_SEED_BASE) -> list[float]:
     """Returns of the deterministic actor on ``episodes`` seeded episodes (no torch, no SB3)."""
-    import gymnasium as gym
+    from gptrl.evaluation import evaluate
 
-    env = gym.make(env_id)
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        total, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(actor.act(obs))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
+    return evaluate(env_id, actor, seeds=range(seed, seed + episodes))["returns"]
 
 
 # Stable-Baselines3 defaults (lr 3e-4, batch 256, gamma 0.99, tau 0.005, one gradient step per env step,
@@ -169,13 +158,14 @@ def publish_teachers(out: Path, dest: Path, env_id: str, finalists: int = 4, epi
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("env_id")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="run folder (default runs/teachers/ENV)")
     p.add_argument("--steps", type=int, help="total env steps (default: the recipe's teacher_steps, else 1M)")
     p.add_argument("--algo", choices=["sac", "tqc"], help="default: the env's recipe (gptrl/training/recipes.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=25_000)
     p.add_argument("--eval-episodes", type=int, default=5)
-    p.add_argument("--publish", type=Path, help="afterwards, copy the expert and medium actors to this folder")
+    p.add_argument("--publish", nargs="?", const=True, type=Path, metavar="DIR",
+                   help="afterwards, copy the expert and medium actors to DIR (default: the recipe's teachers/ folder)")
     p.add_argument("--publish-only", action="store_true", help="skip training; publish from the snapshots so far")
     a = p.parse_args(argv)
     from gptrl.training.recipes import RECIPES
@@ -184,11 +174,15 @@ def main(argv: list[str] | None = None) -> None:
     algo = a.algo or (recipe.teacher_algo if recipe else "sac")
     algo_kwargs = recipe.teacher_kwargs if recipe and algo == recipe.teacher_algo else {}
     steps = a.steps or (recipe.teacher_steps if recipe else 1_000_000)
+    out = a.out or Path("runs/teachers") / a.env_id
     if not a.publish_only:
-        best = train_teacher(a.env_id, a.out, steps, algo, a.seed, a.checkpoint_every, a.eval_episodes, algo_kwargs)
+        best = train_teacher(a.env_id, out, steps, algo, a.seed, a.checkpoint_every, a.eval_episodes, algo_kwargs)
         print(f"best actor: {best}")
     if a.publish:
-        print(json.dumps(publish_teachers(a.out, a.publish, a.env_id), indent=1))
+        if a.publish is True and recipe is None:
+            raise SystemExit(f"no recipe for {a.env_id}: say where to publish (--publish DIR)")
+        dest = recipe.teacher_dir if a.publish is True else a.publish
+        print(json.dumps(publish_teachers(out, dest, a.env_id), indent=1))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -26,6 +27,10 @@ class TeacherActor:
     action_low: np.ndarray
     action_high: np.ndarray
     info: dict
+    num_envs: ClassVar[int] = 1  # with ``reset`` below, the runner protocol of gptrl.evaluation
+
+    def reset(self, obs: np.ndarray) -> None:
+        """An MLP keeps no history: nothing to reset (lets ``gptrl.evaluation.evaluate`` drive the actor)."""
 
     def _features(self, obs: np.ndarray) -> np.ndarray:
         h = np.asarray(obs, dtype=np.float32)

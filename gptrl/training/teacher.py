@@ -1,4 +1,4 @@
-"""Train an online RL teacher (Stable-Baselines3 SAC, or sb3-contrib TQC) for one MuJoCo env.
+"""Train an online RL teacher (Stable-Baselines3 SAC or TD3, or sb3-contrib TQC) for one MuJoCo env.
 
 Resumable: every ``--checkpoint-every`` steps the model and its replay buffer are saved (each file written
 to a temporary name and renamed), the deterministic actor is evaluated on ``--eval-episodes`` episodes, and
@@ -34,7 +34,10 @@ def evaluate_actor(actor: TeacherActor, env_id: str, episodes: int, seed: int = 
 # automatic entropy) with the RL Zoo's 10k random warm-up steps. TQC keeps 2 critics instead of 5 so it runs
 # about as fast as SAC on one core; ``top_quantiles_to_drop_per_net`` comes from the recipe.
 COMMON_KWARGS = dict(learning_starts=10_000, batch_size=256, buffer_size=1_000_000, device="cpu", verbose=0)
-ALGO_DEFAULTS = {"sac": {}, "tqc": {"top_quantiles_to_drop_per_net": 2, "policy_kwargs": {"n_critics": 2}}}
+# TD3 as in the RL Zoo's MuJoCo runs: SB3's defaults (lr 1e-3, [400, 300] networks, policy delay 2) with
+# Gaussian exploration noise of std 0.1 on the [-1, 1] action scale.
+ALGO_DEFAULTS = {"sac": {}, "td3": {}, "tqc": {"top_quantiles_to_drop_per_net": 2, "policy_kwargs": {"n_critics": 2}}}
+TD3_NOISE_STD = 0.1
 
 
 def _algo_class(algo: str):
@@ -42,15 +45,25 @@ def _algo_class(algo: str):
         from stable_baselines3 import SAC
 
         return SAC
+    if algo == "td3":
+        from stable_baselines3 import TD3
+
+        return TD3
     if algo == "tqc":
         from sb3_contrib import TQC
 
         return TQC
-    raise ValueError(f"unknown algo {algo!r} (sac or tqc)")
+    raise ValueError(f"unknown algo {algo!r} (sac, td3 or tqc)")
 
 
 def _make_model(algo: str, env, seed: int, algo_kwargs: dict):
-    return _algo_class(algo)("MlpPolicy", env, seed=seed, **{**COMMON_KWARGS, **ALGO_DEFAULTS[algo], **algo_kwargs})
+    kwargs = {**COMMON_KWARGS, **ALGO_DEFAULTS[algo], **algo_kwargs}
+    if algo == "td3":
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        n = env.action_space.shape[0]
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(n), TD3_NOISE_STD * np.ones(n))
+    return _algo_class(algo)("MlpPolicy", env, seed=seed, **kwargs)
 
 
 def train_teacher(env_id: str, out: Path, steps: int, algo: str = "sac", seed: int = 0,
@@ -160,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("env_id")
     p.add_argument("--out", type=Path, help="run folder (default runs/teachers/ENV)")
     p.add_argument("--steps", type=int, help="total env steps (default: the recipe's teacher_steps, else 1M)")
-    p.add_argument("--algo", choices=["sac", "tqc"], help="default: the env's recipe (gptrl/training/recipes.py)")
+    p.add_argument("--algo", choices=["sac", "td3", "tqc"], help="default: the env's recipe (gptrl/training/recipes.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=25_000)
     p.add_argument("--eval-episodes", type=int, default=5)

@@ -13,7 +13,7 @@ import argparse
 import platform
 from pathlib import Path
 
-from gptrl import bench
+import latency as bench  # benchmarks/latency.py, beside this file
 
 HERE = Path(__file__).parent
 

@@ -8,31 +8,37 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
-    "load_runner": "gptrl.exporter.runner",
-    "PolicyRunner": "gptrl.exporter.runner",
-    "load_runner_from_hub": "gptrl.exporter.runner",
-    "export_bundle": "gptrl.exporter.bundle_writer",
+    "load_runner": "gptrl.exporter.causal.runner",
+    "PolicyRunner": "gptrl.exporter.causal.runner",
+    "load_runner_from_hub": "gptrl.exporter.causal.runner",
+    "export_bundle": "gptrl.exporter.causal.convert",
     "convert_legacy_bundle_to_safetensors": "gptrl.exporter.legacy",
+    "export_onnx": "gptrl.exporter.onnx_export",
     "run_episodes": "gptrl.evaluation",
     "evaluate": "gptrl.evaluation",
     "load_bundle": "gptrl.bundle",
-    "BundleError": "gptrl.bundle",
+    "BundleError": "gptrl.errors",
+    "NonFiniteOutputError": "gptrl.errors",
+    "Policy": "gptrl.contract",
+    "StepInfo": "gptrl.contract",
+    "EvalResult": "gptrl.contract",
     "load_policy": "gptrl.runtime",
-    "export_onnx": "gptrl.exporter.onnx_export",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from gptrl.bundle import BundleError, load_bundle
+    from gptrl.bundle import load_bundle
+    from gptrl.contract import EvalResult, Policy, StepInfo
+    from gptrl.errors import BundleError, NonFiniteOutputError
     from gptrl.evaluation import evaluate, run_episodes
-    from gptrl.exporter.bundle_writer import export_bundle
+    from gptrl.exporter.causal.convert import export_bundle
+    from gptrl.exporter.causal.runner import PolicyRunner, load_runner, load_runner_from_hub
     from gptrl.exporter.legacy import convert_legacy_bundle_to_safetensors
     from gptrl.exporter.onnx_export import export_onnx
-    from gptrl.exporter.runner import PolicyRunner, load_runner, load_runner_from_hub
     from gptrl.runtime import load_policy
 
 

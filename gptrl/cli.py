@@ -1,28 +1,23 @@
-"""The ``gptrl`` command line. Subcommands import only what they need (``inspect`` needs no torch)."""
+"""The ``gptrl`` command line. Subcommands import only what they need (``inspect`` and ``eval`` need no torch).
+
+Every error ends the command with one line on stderr and exit status 2 (1 for an interruption); ``--debug`` shows
+the traceback instead. SIGTERM and SIGHUP unwind like an exception, so no temporary file is left behind.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from gptrl.bench import BACKENDS as BENCH_BACKENDS  # numpy only at import time
-from gptrl.bundle import BundleError
+from gptrl.errors import BundleError
 
 
-def _space_text(space: dict[str, Any]) -> str:
-    if space.get("type") == "Box":
-        low, high = space.get("low", []), space.get("high", [])
-        bounds = "unbounded" if all(str(v).endswith("inf") for v in low + high) else f"[{min(map(float, low)):g}, {max(map(float, high)):g}]"
-        return f"Box{tuple(space['shape'])} {space.get('dtype', 'float32')} {bounds}"
-    return json.dumps(space)
-
-
-def inspect_bundle(path: str | Path) -> dict[str, Any]:
+def inspect_bundle(path: str) -> dict[str, Any]:
     """What ``gptrl inspect`` reports, as a dict."""
     from gptrl.bundle import load_bundle
+    from gptrl.bundle.spaces import describe_space
     from gptrl.rollout import resolve_serving
 
     bundle = load_bundle(path)
@@ -33,8 +28,8 @@ def inspect_bundle(path: str | Path) -> dict[str, Any]:
         "format_version": c.format_version,
         "written_by": f"{c.package or '?'} {c.package_version or ''}".strip(),
         "env_id": c.env_id,
-        "observation_space": _space_text(c.state_container),
-        "action_space": _space_text(c.action_container),
+        "observation_space": describe_space(c.state_container),
+        "action_space": describe_space(c.action_container),
         "state_dim": c.state_dim,
         "action_dim": c.action_dim,
         "architecture": {
@@ -52,7 +47,7 @@ def inspect_bundle(path: str | Path) -> dict[str, Any]:
         "kv_cache_max_len_default": kv,
         "kv_cache_max_len_limit": m.max_kv_cache_len(),
         "bos_cache_mode_default": bos,
-        "state_normalization": "sidecar" if c.normalization_sidecar else ("embedded" if bundle.normalizer.enabled else "off"),
+        "state_normalization": bundle.normalizer_source,
         "requires_capabilities": list(c.requires_capabilities),
     }
 
@@ -108,11 +103,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import logging
 
-    from gptrl.evaluation import evaluate
+    from gptrl.evaluation import evaluate, make_env
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.env:
+        make_env(args.env).close()  # an unknown id fails before the policy loads
     if args.backend == "torch":
-        from gptrl.exporter.runner import load_runner
+        from gptrl.exporter.causal.runner import load_runner
 
         runner = load_runner(args.bundle, num_envs=args.num_envs, device="cuda" if args.provider == "cuda" else "cpu")
     else:
@@ -123,29 +120,30 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if not env_id:
         raise BundleError(f"{args.bundle}: the bundle records no env_id; pass --env")
     seeds = range(args.seed, args.seed + args.episodes)
-    stats = evaluate(env_id, runner, seeds=seeds, max_steps=args.max_steps, num_envs=args.num_envs, progress=not args.json)
-    stats = {"env_id": env_id, "backend": args.backend, "seeds": [seeds.start, seeds.stop - 1], **stats}
+    result = evaluate(env_id, runner, seeds=seeds, max_steps=args.max_steps, num_envs=args.num_envs,
+                      progress=not args.json)
+    stats = {"env_id": env_id, "backend": args.backend, "seeds": [seeds.start, seeds.stop - 1], **result.to_dict()}
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
     score = stats["normalized_score"]
-    print(f"{env_id} ({args.backend}, {args.episodes} episodes, seeds {seeds.start}..{seeds.stop - 1}, max {args.max_steps} steps)")
+    print(f"{env_id} ({args.backend}, {args.episodes} episodes, seeds {seeds.start}..{seeds.stop - 1}, "
+          f"max {args.max_steps} steps)")
     print(f"  return  {stats['return_mean']:.2f} +- {stats['return_std']:.2f}")
     print(f"  length  {stats['length_mean']:.1f} +- {stats['length_std']:.1f}")
     print(f"  normalised score  {score:.1f}" if score is not None else "  normalised score  (no reference for this env)")
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from gptrl import bench
-
-    results = bench.run(d_models=args.d_model, batches=args.batch, steps=args.steps, warmup=args.warmup,
-                        backends=args.backend, max_seconds_per_case=args.max_seconds)
-    if args.json:
-        bench.save(results, Path(args.json))
-        print(f"wrote {args.json}")
-    print(bench.markdown(results))
-    return 0
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="gptrl", description="GPT-style transformer policies for RL.")
     parser.add_argument("--version", action="version", version=f"gptrl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("inspect", help="describe a policy bundle")
     p.add_argument("bundle", help="bundle folder (config.json + model.safetensors)")
@@ -160,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_inspect)
     p = sub.add_parser("export", help="export the single-step policy to ONNX (verified against the torch runner)")
     p.add_argument("bundle")
-    p.add_argument("-o", "--output", help="output file (default BUNDLE/policy.onnx)")
+    p.add_argument("-o", "--output", help="output .onnx file (default BUNDLE/policy.onnx)")
     p.add_argument("--opset", type=int, choices=(18, 24), default=24,
                    help="24: Attention + in-place TensorScatter (default); 18: portable graph for older runtimes")
     p.add_argument("--no-verify", action="store_true", help="skip the closed-loop check against the torch runner")
@@ -168,23 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a bundle: one episode per seed, returns and normalised score")
     p.add_argument("bundle", help="bundle folder (with policy.onnx for the onnx backend) or a .onnx file")
     p.add_argument("--env", help="gymnasium env id (default: the bundle's env_id)")
-    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--episodes", type=positive_int, default=50)
     p.add_argument("--seed", type=int, default=0, help="first seed; episode i resets with seed+i")
-    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--max-steps", type=positive_int, default=1000, help="cut each episode after this many steps")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
     p.add_argument("--provider", choices=("cpu", "cuda"), default=None, help="default: CUDA when available, else CPU")
-    p.add_argument("--num-envs", type=int, default=1, help="step N envs together with one batched policy call")
+    p.add_argument("--num-envs", type=positive_int, default=1, help="step N envs together with one batched policy call")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
-    p = sub.add_parser("bench", help="per-step latency: torch runner vs ONNX step vs full-window recompute")
-    p.add_argument("--d-model", type=int, nargs="+", default=[256, 128])
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 16, 256])
-    p.add_argument("--backend", nargs="+", choices=BENCH_BACKENDS, default=list(BENCH_BACKENDS))
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--max-seconds", type=float, default=60.0, help="fewer steps for cases slower than this budget")
-    p.add_argument("--json", help="write the results as JSON to this file")
-    p.set_defaults(func=_cmd_bench)
     p = sub.add_parser("convert-legacy", help="turn model.pt/state_normalizer.pt into safetensors (no unpickling of objects)")
     p.add_argument("bundle")
     p.add_argument("--overwrite", action="store_true")
@@ -192,13 +182,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its message's first line (the type where the message is empty)."""
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if isinstance(exc, (BundleError, ValueError, OSError)) else f"{type(exc).__name__}: {first}"
+
+
+def run_command(name: str, func, args: Any, debug: bool) -> int:
+    """Run a command function; turn any error into one line on stderr (a traceback with ``debug``)."""
+    from gptrl.fileio import signals_raise
+
+    try:
+        with signals_raise():
+            return func(args)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 1
+    except SystemExit:
+        raise
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"{name}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def run_script(name: str, main) -> int:
+    """``python -m`` entry of a pipeline stage: ``main()`` with the same one-line errors (GPTRL_DEBUG=1: traceback)."""
+    import os
+
+    return run_command(name, lambda _: main() or 0, None, bool(os.environ.get("GPTRL_DEBUG")))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (BundleError, FileExistsError) as exc:
-        print(f"gptrl {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(f"gptrl {args.command}", args.func, args, args.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+
+from gptrl.contract import Actor, EpisodeStats, EvalResult
 
 # (random, expert) episode returns per env, derived from the reference's table.
 REFERENCE_RETURNS: dict[str, tuple[float, float]] = {
@@ -22,14 +24,6 @@ REFERENCE_RETURNS: dict[str, tuple[float, float]] = {
 }
 
 
-class Runner(Protocol):
-    num_envs: int
-    positions: str
-
-    def reset(self, obs: Any) -> None: ...
-    def act(self, obs: Any) -> np.ndarray: ...
-
-
 def normalized_score(env_id: str | None, episode_return: float) -> float | None:
     """100 * (R - random) / (expert - random), or None for an env without references."""
     if env_id not in REFERENCE_RETURNS:
@@ -38,21 +32,12 @@ def normalized_score(env_id: str | None, episode_return: float) -> float | None:
     return 100.0 * (episode_return - random) / (expert - random)
 
 
-def summarize(returns: list[float], lengths: list[int]) -> dict[str, Any]:
+def summarize(returns: list[float], lengths: list[int]) -> EpisodeStats:
     """The episode statistics (population std, as numpy's default)."""
-    r, n = np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.float64)
-    return {
-        "num_episodes": len(returns),
-        "returns": [float(x) for x in returns],
-        "lengths": [int(x) for x in lengths],
-        "return_mean": float(r.mean()),
-        "return_std": float(r.std()),
-        "length_mean": float(n.mean()),
-        "length_std": float(n.std()),
-    }
+    return EpisodeStats.from_episodes(returns, lengths)
 
 
-def play_episode(env, runner: Runner, *, seed: int | None, max_steps: int | None) -> tuple[float, int]:
+def play_episode(env, runner: Actor, *, seed: int | None, max_steps: int | None) -> tuple[float, int]:
     """One episode in a single gymnasium env (``seed=None``: the env's own RNG continues); returns (return, length)."""
     obs, _ = env.reset(seed=seed)
     runner.reset(obs)
@@ -66,12 +51,13 @@ def play_episode(env, runner: Runner, *, seed: int | None, max_steps: int | None
     return total, steps
 
 
-def _check_single(runner: Runner) -> None:
+def _check_single(runner: Actor) -> None:
     if getattr(runner, "num_envs", 1) != 1:
         raise ValueError(f"this loop drives one env; the runner holds num_envs={runner.num_envs} rows")
 
 
-def run_episodes(env, runner: Runner, *, num_episodes: int, seed: int | None = None, max_steps: int | None = None) -> dict[str, Any]:
+def run_episodes(env, runner: Actor, *, num_episodes: int, seed: int | None = None,
+                 max_steps: int | None = None) -> EpisodeStats:
     """Run ``num_episodes`` episodes back to back; only the first env.reset is seeded."""
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
@@ -86,14 +72,14 @@ def run_episodes(env, runner: Runner, *, num_episodes: int, seed: int | None = N
 
 def evaluate(
     env_or_id,
-    runner: Runner,
+    runner: Actor,
     *,
     seeds: Iterable[int] = range(50),
     max_steps: int = 1000,
     num_envs: int = 1,
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> EvalResult:
     """One episode per seed; the statistics of ``run_episodes`` plus ``normalized_score``.
 
     ``num_envs > 1`` steps that many envs together (a gymnasium vector env, one batched
@@ -104,21 +90,14 @@ def evaluate(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty")
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
     if getattr(runner, "num_envs", 1) != num_envs:
         raise ValueError(f"the runner holds num_envs={runner.num_envs} rows but evaluate was asked for num_envs={num_envs}")
     own_env = isinstance(env_or_id, str)
-    if own_env:
-        import gymnasium as gym
-
-        if num_envs == 1:
-            env = gym.make(env_or_id, **(env_kwargs or {}))
-        else:
-            from gymnasium.vector import AutoresetMode
-
-            env = gym.make_vec(env_or_id, num_envs=num_envs, vectorization_mode="sync",
-                               vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}, **(env_kwargs or {}))
-    else:
-        env = env_or_id
+    env = make_env(env_or_id, num_envs, env_kwargs) if own_env else env_or_id
     env_id = env_or_id if own_env else _env_id(env)
     bar = None
     if progress:
@@ -142,8 +121,23 @@ def evaluate(
         if own_env:
             env.close()
     stats = summarize(returns, lengths)
-    stats["normalized_score"] = normalized_score(env_id, stats["return_mean"])
-    return stats
+    return EvalResult(**stats.to_dict(), normalized_score=normalized_score(env_id, stats.return_mean))
+
+
+def make_env(env_id: str, num_envs: int = 1, env_kwargs: dict[str, Any] | None = None):
+    """``gym.make`` (or a sync vector env without autoreset); an unknown id raises ValueError naming it."""
+    import gymnasium as gym
+
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise ValueError(f"unknown gymnasium env {env_id!r} ({exc})") from None
+    if num_envs == 1:
+        return gym.make(env_id, **(env_kwargs or {}))
+    from gymnasium.vector import AutoresetMode
+
+    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
+                        vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED}, **(env_kwargs or {}))
 
 
 def _env_id(env) -> str | None:
@@ -172,6 +166,8 @@ def _evaluate_vector(envs, runner, seeds: list[int], max_steps: int, bar) -> tup
             out[row] = seeds[i] if i >= 0 else None
         return out
 
+    if not hasattr(runner, "positions"):
+        raise ValueError(f"{type(runner).__name__} has no per-row positions; evaluate it with num_envs=1")
     previous = runner.positions
     runner.positions = "per_row"
     try:

@@ -32,9 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from gptrl.bundle.config import BOS_CACHE_MODES, BundleConfig
+from gptrl.bundle.schema import BOS_CACHE_MODES, BundleConfig
+from gptrl.contract import POSITION_MODES, BosCacheMode, PositionMode, StepInfo
+from gptrl.errors import NonFiniteOutputError
 
-POSITION_MODES = ("shared", "per_row")
+# Serving limits (docs/format.md, "Limits"), checked before anything is allocated.
+MAX_KV_CACHE_LEN = 65_536
+MAX_NUM_ENVS = 65_536
+MAX_CACHE_BYTES = 8 << 30  # keys + values of every layer, float32
+MAX_ABS_OBSERVATION = 1e12  # larger finite inputs overflow float32 inside the network (normaliser, norms)
 
 
 class RowPhase(IntEnum):
@@ -44,11 +50,27 @@ class RowPhase(IntEnum):
     RUNNING = 3  # its next token is the completed (s_{t-1}, a_{t-1}, 0)
 
 
-def resolve_serving(config: BundleConfig, kv_cache_max_len: int | None, bos_cache_mode: str | None) -> tuple[int, str]:
-    """Apply defaults to the serving settings and refuse those the architecture cannot serve."""
-    kv = config.context_length if kv_cache_max_len is None else kv_cache_max_len
-    if isinstance(kv, bool) or not isinstance(kv, (int, np.integer)) or kv < 1:
-        raise ValueError(f"kv_cache_max_len must be a positive integer, got {kv_cache_max_len!r}")
+def _check_count(name: str, value: Any, limit: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if value > limit:
+        raise ValueError(f"{name}={value} exceeds gptrl's limit of {limit} (docs/format.md, Limits)")
+    return int(value)
+
+
+def resolve_serving(config: BundleConfig, kv_cache_max_len: int | None, bos_cache_mode: str | None,
+                    num_envs: int = 1) -> tuple[int, BosCacheMode]:
+    """Apply defaults to the serving settings and refuse those the architecture (or memory) cannot serve."""
+    kv = _check_count("kv_cache_max_len", config.context_length if kv_cache_max_len is None else kv_cache_max_len,
+                      MAX_KV_CACHE_LEN)
+    num_envs = _check_count("num_envs", num_envs, MAX_NUM_ENVS)
+    m = config.model
+    cache_bytes = 2 * m.num_layers * num_envs * (kv + 1) * m.d_model * 4
+    if cache_bytes > MAX_CACHE_BYTES:
+        raise ValueError(
+            f"num_envs={num_envs} x kv_cache_max_len={kv} needs a {cache_bytes / 2**30:.1f} GiB key/value cache "
+            f"({m.num_layers} layers, d_model {m.d_model}), past gptrl's limit of {MAX_CACHE_BYTES / 2**30:.0f} GiB; "
+            "use fewer rows or a shorter cache")
     limit = config.model.max_kv_cache_len()
     if limit is not None and kv > limit:
         raise ValueError(
@@ -60,7 +82,7 @@ def resolve_serving(config: BundleConfig, kv_cache_max_len: int | None, bos_cach
     mode = bos_cache_mode or config.bos_cache_mode or "discard"
     if mode not in BOS_CACHE_MODES:
         raise ValueError(f"bos_cache_mode must be one of {BOS_CACHE_MODES}, got {bos_cache_mode!r}")
-    return int(kv), mode
+    return kv, mode  # type: ignore[return-value]
 
 
 @dataclass
@@ -87,13 +109,12 @@ class RolloutState:
         state_dim: int,
         action_dim: int,
         kv_cache_max_len: int,
-        bos_cache_mode: str,
+        bos_cache_mode: BosCacheMode,
         *,
         ring_size: int | None = None,
-        positions: str = "shared",
+        positions: PositionMode = "shared",
     ):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        num_envs = _check_count("num_envs", num_envs, MAX_NUM_ENVS)
         self.num_envs, self.state_dim, self.action_dim = int(num_envs), state_dim, action_dim
         self.kv_cache_max_len, self.bos_cache_mode = kv_cache_max_len, bos_cache_mode
         self.ring_size = ring_size or kv_cache_max_len
@@ -103,13 +124,14 @@ class RolloutState:
         self.pending_action = np.zeros((num_envs, action_dim), np.float32)
         self.written = 0  # tokens in the batch cache since it was last empty
         self.valid = np.zeros((num_envs, self.ring_size), dtype=bool)  # [B, ring] row may attend to slot
+        self.steps = np.zeros(num_envs, dtype=np.int64)  # acts since each row's episode began (for messages)
 
     @property
-    def positions(self) -> str:
+    def positions(self) -> PositionMode:
         return self._positions
 
     @positions.setter
-    def positions(self, mode: str) -> None:
+    def positions(self, mode: PositionMode) -> None:
         if mode not in POSITION_MODES:
             raise ValueError(f"positions must be one of {POSITION_MODES}, got {mode!r}")
         self._positions = mode
@@ -147,6 +169,10 @@ class RolloutState:
         bad = ~np.isfinite(array).all(axis=1)
         if bad.any():
             raise ValueError(f"{what} holds non-finite values (NaN or inf) in rows {np.flatnonzero(bad).tolist()}")
+        huge = (np.abs(array) > MAX_ABS_OBSERVATION).any(axis=1)
+        if huge.any():
+            raise ValueError(f"{what} holds values beyond +-{MAX_ABS_OBSERVATION:g} in rows {np.flatnonzero(huge).tolist()} "
+                             "(they would overflow float32 inside the network)")
         return array, single
 
     def check_actions(self, action: Any, step: StepInputs) -> np.ndarray:
@@ -164,6 +190,7 @@ class RolloutState:
         self.phase[:] = RowPhase.BOS_READY
         self.written = 0
         self.valid[:] = False
+        self.steps[:] = 0
 
     def reset_rows(self, done_mask: Any) -> None:
         mask = np.asarray(done_mask)
@@ -176,6 +203,7 @@ class RolloutState:
         self.phase[mask] = RowPhase.AWAIT_OBS
         self.pending_action[mask] = 0.0
         self.valid[mask] = False
+        self.steps[mask] = 0
 
     # -- stepping ---------------------------------------------------------------
 
@@ -206,6 +234,19 @@ class RolloutState:
         self.pending_state[running] = step.obs[running]  # BOS rows keep s0: it pairs with a0
         self.pending_action[:] = actions_taken
         self.phase[:] = RowPhase.RUNNING
+        self.steps += 1
+
+    def check_outputs(self, actions: np.ndarray, value: np.ndarray, term: np.ndarray | None) -> None:
+        """Raise NonFiniteOutputError naming the rows and steps where the policy produced NaN or inf."""
+        bad = ~np.isfinite(actions).all(axis=1) | ~np.isfinite(value)
+        if term is not None:
+            bad |= ~np.isfinite(term)
+        if bad.any():
+            rows = np.flatnonzero(bad).tolist()
+            where = ", ".join(f"row {r} at step {int(self.steps[r])}" for r in rows[:8])
+            raise NonFiniteOutputError(
+                f"the policy produced a non-finite output (NaN or inf) in {where}; its inputs or weights are out "
+                "of range (the step was not taken)")
 
 
 class CachedPolicy:
@@ -231,12 +272,12 @@ class CachedPolicy:
         return self.state.bos_cache_mode
 
     @property
-    def positions(self) -> str:
+    def positions(self) -> PositionMode:
         """"shared" (the reference's batch behaviour) or "per_row" (every row as its own runner)."""
         return self.state.positions
 
     @positions.setter
-    def positions(self, mode: str) -> None:
+    def positions(self, mode: PositionMode) -> None:
         self.state.positions = mode
 
     def _forward(self, step: StepInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -258,10 +299,14 @@ class CachedPolicy:
         """The action for the current step: float32 [A] for one env, [B, A] for a batch."""
         return self.act_with_info(obs)[0]
 
-    def act_with_info(self, obs: Any) -> tuple[np.ndarray, dict[str, np.ndarray | None]]:
-        """``act`` plus the value estimate and termination probability of the same token."""
+    def act_with_info(self, obs: Any) -> tuple[np.ndarray, StepInfo]:
+        """``act`` plus the value estimate and termination probability of the same token.
+
+        A NaN or infinite output raises :class:`gptrl.errors.NonFiniteOutputError` naming the row and step.
+        """
         step = self.state.begin_step(obs)
         actions, value, term = self._forward(step)
+        self.state.check_outputs(actions, value, term)
         self.state.end_step(step, actions)
         return step.shape_out(actions), {"value": step.shape_out(value), "termination_prob": step.shape_out(term)}
 
@@ -273,7 +318,8 @@ class CachedPolicy:
         """
         step = self.state.begin_step(obs)
         taken = self.state.check_actions(action, step)
-        self._forward(step)
+        actions, value, term = self._forward(step)
+        self.state.check_outputs(actions, value, term)
         self.state.end_step(step, taken)
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gptrl.bundle import make_config
-from gptrl.exporter.model import PolicyModel, init_weights
+from gptrl.exporter import PolicyModel, init_weights
 
 transformers = pytest.importorskip("transformers")
 

@@ -10,7 +10,7 @@ import pytest
 
 from gptrl.bundle import load_bundle
 from gptrl.exporter import verify_export
-from gptrl.runtime.metadata import sha256_file
+from gptrl.fileio import sha256_file
 
 BUNDLES = sorted(p for p in (Path(__file__).parents[1] / "bundles").iterdir() if (p / "config.json").is_file())
 CARDED = [p for p in BUNDLES if (p / "eval.json").is_file()]

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gptrl.bundle import make_config
-from gptrl.exporter.model import PolicyModel, init_weights
-from gptrl.exporter.runner import PolicyRunner
+from gptrl.exporter import PolicyModel, init_weights
+from gptrl.exporter import PolicyRunner
 from gptrl.training.datasets import Episode, create_dataset, load_episodes, use_datasets_path
 from gptrl.training.teacher_actor import TeacherActor, actor_from_sb3, load_teacher_actor
 from gptrl.training.train import TrainConfig, as_tensors, bc_losses, build_model, publish, train
@@ -200,7 +200,7 @@ def test_teacher_training_resumes_and_publishes(tmp_path):
     assert [line.split(",")[0] for line in progress[1:]] == ["100", "200", "300"]
     snaps = sorted((out / "actors").glob("*.safetensors"))
     assert [load_teacher_actor(p).info["steps"] for p in snaps] == [100, 200, 300]
-    with pytest.raises(SystemExit, match="different run"):
+    with pytest.raises(FileExistsError, match="different run"):
         train_teacher("Hopper-v5", out, steps=400, algo="tqc", checkpoint_every=100)
     summary = publish_teachers(out, tmp_path / "teachers", "Hopper-v5", finalists=2, episodes=3)
     expert = load_teacher_actor(tmp_path / "teachers" / "expert.safetensors")

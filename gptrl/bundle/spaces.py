@@ -1,7 +1,8 @@
-"""Serialised gymnasium spaces as bundles store them (``state_container`` / ``action_container``).
+"""Serialised gymnasium spaces as bundles store them (``state_container`` / ``action_container``), and the one rule
+for reading a bound.
 
-Validation works without gymnasium; rebuilding the real space imports it lazily so the
-torch-free runtime does not need it unless it is asked for a space.
+Validation works without gymnasium; rebuilding the real space imports it lazily so the torch-free runtime does
+not need it unless it is asked for a space.
 """
 
 from __future__ import annotations
@@ -12,40 +13,61 @@ from typing import Any
 import numpy as np
 
 SPACE_TYPES = ("Box", "Discrete", "MultiDiscrete", "MultiBinary", "Tuple", "Dict")
+_INFINITIES = {"inf": math.inf, "+inf": math.inf, "infinity": math.inf, "+infinity": math.inf,
+               "-inf": -math.inf, "-infinity": -math.inf}
 
 
-def _float(value: Any) -> float:
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("inf", "+inf", "infinity"):
-            return math.inf
-        if text in ("-inf", "-infinity"):
-            return -math.inf
-        raise ValueError(f"bound {value!r} is not a number")
+def parse_bound(value: Any, side: str) -> float:
+    """One bound of a spec or a Box: a number, null (unbounded on that ``side``, "low" or "high"), or one of the
+    strings "inf", "+inf", "infinity", "+infinity", "-inf", "-infinity" (any case). NaN is refused.
+
+    Raises ValueError with a short reason; callers add the file and key.
+    """
     if value is None:
-        raise ValueError("bound is null")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return -math.inf if side == "low" else math.inf
+    if isinstance(value, str):
+        number = _INFINITIES.get(value.strip().lower())
+        if number is None:
+            raise ValueError(f"bound {value!r} is not a number")
+        return number
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"bound {value!r} is not a number")
-    return float(value)
+    number = float(value)
+    if math.isnan(number):
+        raise ValueError("bound is NaN")
+    return number
 
 
 def _shape(d: dict[str, Any]) -> tuple[int, ...]:
     shape = d.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
         raise ValueError(f"'shape' must be a list of non-negative integers, got {shape!r}")
+    if int(np.prod(shape, dtype=np.float64)) > 1 << 24:
+        raise ValueError(f"'shape' {shape} has more than {1 << 24} entries")
     return tuple(shape)
 
 
-def _bounds(d: dict[str, Any], key: str, shape: tuple[int, ...]) -> np.ndarray:
+def box_bounds(d: dict[str, Any], key: str) -> np.ndarray:
+    """A Box's ``low`` or ``high`` as float64 of its shape (a scalar bound is broadcast)."""
+    shape = _shape(d)
     raw = d.get(key)
-    values = np.array([_float(v) for v in np.ravel(np.array(raw, dtype=object))], dtype=np.float64)
-    if raw is None or values.size not in (1, int(np.prod(shape))):
-        raise ValueError(f"'{key}' must have {int(np.prod(shape))} entries for shape {list(shape)}")
-    return np.broadcast_to(values, (int(np.prod(shape)),)).reshape(shape)
+    flat = np.ravel(np.array(raw, dtype=object)) if raw is not None else np.array([], dtype=object)
+    size = int(np.prod(shape))
+    if raw is None or flat.size not in (1, size):
+        raise ValueError(f"'{key}' must have {size} entries for shape {list(shape)}")
+    values = np.array([parse_bound(v, key) for v in flat], dtype=np.float64)
+    return np.broadcast_to(values, (size,)).reshape(shape)
 
 
 def _flatten(values: list) -> list:
-    return [x for v in values for x in (_flatten(v) if isinstance(v, list) else [v])]
+    out, stack = [], [values]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(reversed(v))
+        else:
+            out.append(v)
+    return out
 
 
 def validate_space_dict(d: Any) -> None:
@@ -56,12 +78,15 @@ def validate_space_dict(d: Any) -> None:
     if kind not in SPACE_TYPES:
         raise ValueError(f"'type' must be one of {SPACE_TYPES}, got {kind!r}")
     if kind == "Box":
-        shape = _shape(d)
-        low, high = _bounds(d, "low", shape), _bounds(d, "high", shape)
+        low, high = box_bounds(d, "low"), box_bounds(d, "high")
         if np.any(low > high):
             raise ValueError("'low' exceeds 'high'")
+        try:
+            np.dtype(d.get("dtype", "float32"))
+        except TypeError:
+            raise ValueError(f"'dtype' {d.get('dtype')!r} is not a numpy dtype") from None
     elif kind == "Discrete":
-        if not isinstance(d.get("n"), int) or d["n"] <= 0:
+        if not isinstance(d.get("n"), int) or isinstance(d.get("n"), bool) or d["n"] <= 0:
             raise ValueError(f"'n' must be a positive integer, got {d.get('n')!r}")
         if not isinstance(d.get("start", 0), int):
             raise ValueError(f"'start' must be an integer, got {d.get('start')!r}")
@@ -87,6 +112,30 @@ def validate_space_dict(d: Any) -> None:
             validate_space_dict(sub)
 
 
+def flat_size(d: dict[str, Any]) -> int | None:
+    """Number of float features a (validated) space flattens to, for Box / Tuple / Dict of Boxes; None otherwise."""
+    kind = d["type"]
+    if kind == "Box":
+        return int(np.prod(_shape(d)))
+    if kind in ("Tuple", "Dict"):
+        subs = d["spaces"] if kind == "Tuple" else list(d["spaces"].values())
+        sizes = [flat_size(s) for s in subs]
+        return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[misc]
+    return None
+
+
+def describe_space(d: dict[str, Any]) -> str:
+    """A one-line description: ``Box(11,) float64 unbounded`` or ``Box(3,) float32 [-1, 1]``."""
+    if d.get("type") != "Box":
+        return d.get("type", "?")
+    low, high = box_bounds(d, "low"), box_bounds(d, "high")
+    if np.all(np.isinf(low)) and np.all(np.isinf(high)):
+        bounds = "unbounded"
+    else:
+        bounds = f"[{low.min():g}, {high.max():g}]"
+    return f"Box{tuple(_shape(d))} {d.get('dtype', 'float32')} {bounds}"
+
+
 def space_from_dict(d: dict[str, Any]):
     """Rebuild the gymnasium space a bundle serialised."""
     from gymnasium import spaces
@@ -96,7 +145,7 @@ def space_from_dict(d: dict[str, Any]):
     if kind == "Box":
         shape = _shape(d)
         dtype = np.dtype(d.get("dtype", "float32"))
-        return spaces.Box(_bounds(d, "low", shape).astype(dtype), _bounds(d, "high", shape).astype(dtype), shape, dtype)
+        return spaces.Box(box_bounds(d, "low").astype(dtype), box_bounds(d, "high").astype(dtype), shape, dtype)
     if kind == "Discrete":
         return spaces.Discrete(d["n"], start=d.get("start", 0))
     if kind == "MultiDiscrete":
@@ -108,20 +157,22 @@ def space_from_dict(d: dict[str, Any]):
     return spaces.Dict({k: space_from_dict(v) for k, v in d["spaces"].items()})
 
 
+def json_bound(v: float) -> float | str:
+    """A bound as a Box stores it: infinities as the strings "inf" / "-inf"."""
+    return ("inf" if v > 0 else "-inf") if math.isinf(v) else float(v)
+
+
 def space_to_dict(space) -> dict[str, Any]:
     """Serialise a gymnasium space the way bundles store it (infinite bounds as strings)."""
     from gymnasium import spaces
-
-    def num(v: float) -> float | str:
-        return ("inf" if v > 0 else "-inf") if math.isinf(v) else float(v)
 
     if isinstance(space, spaces.Box):
         return {
             "type": "Box",
             "shape": list(space.shape),
             "dtype": str(space.dtype),
-            "low": [num(v) for v in np.ravel(space.low)],
-            "high": [num(v) for v in np.ravel(space.high)],
+            "low": [json_bound(v) for v in np.ravel(space.low)],
+            "high": [json_bound(v) for v in np.ravel(space.high)],
         }
     if isinstance(space, spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}

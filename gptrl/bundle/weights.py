@@ -8,17 +8,23 @@ anything else is reported as unexpected. All problems are gathered into one erro
 
 from __future__ import annotations
 
+import json
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from gptrl.bundle.config import BundleConfig, ModelConfig
-from gptrl.bundle.errors import BundleError
+from gptrl.bundle.files import WEIGHTS_FILE
+from gptrl.bundle.schema import BundleConfig, ModelConfig
+from gptrl.errors import BundleError
 
-WEIGHTS_FILE = "model.safetensors"
+__all__ = ["WEIGHTS_FILE", "check_tensors", "format_buffers", "normalizer_tensors", "optional_tensors",
+           "parameter_count", "read_safetensors", "required_tensors"]
+
+MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own ceiling
 _BOUND_BUFFER = re.compile(r"^(input|output)_adapter\.\d+\.(low|high)$")
 
 
@@ -109,10 +115,35 @@ def format_buffers(config: BundleConfig) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
 
+def _check_header(path: Path) -> None:
+    """Refuse a header that names a tensor twice (JSON readers keep one of the two silently)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise BundleError(f"{path}: not a readable safetensors file (shorter than its 8-byte header length)")
+        (size,) = struct.unpack("<Q", head)
+        if size > MAX_HEADER_BYTES:
+            raise BundleError(f"{path}: not a readable safetensors file (header length {size} is implausible)")
+        raw = f.read(size)
+
+    def no_duplicates(pairs):
+        names = [k for k, _ in pairs]
+        repeated = sorted({k for k in names if names.count(k) > 1})
+        if repeated:
+            raise BundleError(f"{path}: the safetensors header names tensor(s) {repeated} more than once")
+        return dict(pairs)
+
+    try:
+        json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BundleError(f"{path}: not a readable safetensors file (its header is not valid JSON: {exc})") from None
+
+
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """Load a safetensors file as numpy arrays; a missing, truncated or corrupt file raises BundleError."""
     if not path.is_file():
         raise BundleError(f"{path}: missing")
+    _check_header(path)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, TypeError) as exc:

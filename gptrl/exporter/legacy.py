@@ -1,12 +1,13 @@
 """Turning a legacy torch-pickle bundle (model.pt / state_normalizer.pt) into safetensors.
 
-The pickles are read with ``torch.load(weights_only=True)``: only tensors and plain
-containers are rebuilt, and a pickle that names any other object is refused, never run.
+The pickles are read with ``torch.load(weights_only=True)``: only tensors and plain containers are rebuilt, and a
+pickle that names any other object is refused, never run.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,23 +16,30 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 
-from gptrl.bundle import BundleError, load_bundle
-from gptrl.bundle.config import CONFIG_FILE
-from gptrl.bundle.normalizer import SIDECAR_FILE
-from gptrl.bundle.weights import WEIGHTS_FILE
+from gptrl.bundle import load_bundle
+from gptrl.bundle.files import CONFIG_FILE, LEGACY_SIDECAR, LEGACY_WEIGHTS, SIDECAR_FILE, WEIGHTS_FILE
+from gptrl.errors import BundleError
+from gptrl.fileio import atomic_path
 
-LEGACY_WEIGHTS = "model.pt"
-LEGACY_SIDECAR = "state_normalizer.pt"
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def _refusal(path: Path, exc: Exception) -> BundleError:
+    """One line instead of torch's advice to retry with weights_only=False (which would run the payload)."""
+    named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    what = f" (it names {named.group(1)})" if named else ""
+    return BundleError(f"{path}: refused: the pickle holds objects other than tensors{what}; gptrl never "
+                       "unpickles objects, so the file was not loaded")
 
 
 def _load_tensor_dict(path: Path) -> dict[str, np.ndarray]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise BundleError(f"{path}: refused: the pickle holds objects other than tensors ({exc})") from None
+        raise _refusal(path, exc) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise BundleError(f"{path}: not a readable torch file ({exc})") from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"{path}: not a readable torch file ({first_line})") from None
     for key in _NESTED_KEYS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -51,8 +59,8 @@ def _load_tensor_dict(path: Path) -> dict[str, np.ndarray]:
 def convert_legacy_bundle_to_safetensors(path: str | Path, *, overwrite: bool = False) -> Path:
     """Write model.safetensors (and state_normalizer.safetensors) beside the legacy pickles.
 
-    The converted bundle is validated in a scratch copy first; the originals stay untouched.
-    Returns the bundle folder.
+    The converted bundle is validated in a scratch folder first; the originals stay untouched. Returns the bundle
+    folder.
     """
     path = Path(path)
     legacy = path / LEGACY_WEIGHTS
@@ -64,13 +72,17 @@ def convert_legacy_bundle_to_safetensors(path: str | Path, *, overwrite: bool = 
     if (path / LEGACY_SIDECAR).is_file():
         outputs[SIDECAR_FILE] = _load_tensor_dict(path / LEGACY_SIDECAR)
 
-    with tempfile.TemporaryDirectory(dir=path, prefix=".convert-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="gptrl-convert-") as scratch:
         scratch = Path(scratch)
         shutil.copy2(path / CONFIG_FILE, scratch / CONFIG_FILE)
         for name, tensors in outputs.items():
             save_file(tensors, str(scratch / name), metadata={"format": "pt"})
-        load_bundle(scratch)  # refuse to produce a bundle that does not load
+        try:
+            load_bundle(scratch)  # refuse to produce a bundle that does not load
+        except BundleError as exc:  # name the user's files, not the scratch copy
+            raise BundleError(str(exc).replace(str(scratch), str(path))) from None
         # Sidecar first: model.safetensors appearing marks the conversion as done.
         for name in sorted(outputs, key=lambda n: n == WEIGHTS_FILE):
-            (scratch / name).replace(path / name)
+            with atomic_path(path / name) as tmp:
+                shutil.copyfile(scratch / name, tmp)
     return path

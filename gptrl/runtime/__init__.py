@@ -4,9 +4,11 @@
     policy = load_policy("bundles/hopper-v5")      # a bundle folder with policy.onnx, or a .onnx file
     policy.reset(obs); action = policy.act(obs)
 
-Nothing here imports torch (a test runs it with torch made unimportable).
+It depends only on the bundle format (``gptrl.bundle``) and the rollout contract (``gptrl.rollout``). Nothing here
+imports torch (a test runs it with torch made unimportable).
 """
 
+from gptrl.contract import Policy
 from gptrl.runtime.policy import OnnxPolicy, load_policy
 
-__all__ = ["OnnxPolicy", "load_policy"]
+__all__ = ["OnnxPolicy", "Policy", "load_policy"]

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 
-from gptrl.bundle import BundleError
-from gptrl.bundle.weights import WEIGHTS_FILE
+from gptrl.bundle.files import POLICY_FILE, WEIGHTS_FILE
+from gptrl.bundle.policy_graph import PolicyMetadata, io_spec, read_metadata, verify_seal
+from gptrl.contract import BosCacheMode, PositionMode
+from gptrl.errors import BundleError
+from gptrl.fileio import sha256_file
 from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, resolve_serving
-from gptrl.runtime.metadata import PolicyMetadata, read_metadata, sha256_file
 from gptrl.runtime.session import make_session, session_device
 
 log = logging.getLogger("gptrl.runtime")
 
-POLICY_FILE = "policy.onnx"
+_ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)", "bool": "tensor(bool)"}
 
 
 class OnnxPolicy(CachedPolicy):
@@ -34,12 +37,12 @@ class OnnxPolicy(CachedPolicy):
         *,
         num_envs: int = 1,
         kv_cache_max_len: int | None = None,
-        bos_cache_mode: str | None = None,
-        positions: str = "shared",
+        bos_cache_mode: BosCacheMode | None = None,
+        positions: PositionMode = "shared",
     ):
         config = self.config = metadata.config
         self.metadata, self.session, self.variant = metadata, session, metadata.variant
-        kv, mode = resolve_serving(config, kv_cache_max_len, bos_cache_mode)
+        kv, mode = resolve_serving(config, kv_cache_max_len, bos_cache_mode, num_envs)
         ring = kv + 1 if self.variant == "attention" else kv
         self.state = RolloutState(num_envs, config.state_dim, config.action_dim, kv, mode, ring_size=ring, positions=positions)
         self.device = session_device(session)
@@ -137,6 +140,26 @@ def _bind_array(bind, name: str, array: np.ndarray) -> None:
     bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
 
 
+def check_graph_io(session: ort.InferenceSession, metadata: PolicyMetadata, source: str) -> None:
+    """The session's inputs and outputs must be exactly those ``io_spec`` gives for the metadata's variant."""
+    want_in, want_out = io_spec(metadata.variant, metadata.config)
+    for kind, want, have in (("input", want_in, session.get_inputs()), ("output", want_out, session.get_outputs())):
+        got = {arg.name: arg for arg in have}
+        missing = [s.name for s in want if s.name not in got]
+        extra = sorted(set(got) - {s.name for s in want})
+        if missing or extra:
+            raise BundleError(f"{source}: the graph's {kind}s disagree with its metadata (variant "
+                              f"{metadata.variant!r}): missing {missing}, unexpected {extra}")
+        for spec in want:
+            arg = got[spec.name]
+            shape = arg.shape or []
+            fixed_ok = len(shape) == len(spec.shape) and all(
+                isinstance(w, str) or h == w for w, h in zip(spec.shape, shape))
+            if arg.type != _ORT_TYPES[spec.dtype] or not fixed_ok:
+                raise BundleError(f"{source}: {kind} '{spec.name}' is {arg.type} {shape}, but the metadata implies "
+                                  f"{_ORT_TYPES[spec.dtype]} {list(spec.shape)}")
+
+
 def resolve_policy_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
@@ -154,15 +177,16 @@ def load_policy(
     *,
     num_envs: int = 1,
     kv_cache_max_len: int | None = None,
-    bos_cache_mode: str | None = None,
+    bos_cache_mode: BosCacheMode | None = None,
     providers: str | list[str] | None = None,
     intra_op_threads: int = 1,
-    positions: str = "shared",
+    positions: PositionMode = "shared",
 ) -> OnnxPolicy:
     """Load a bundle folder holding policy.onnx, or a bare .onnx file, as an :class:`OnnxPolicy`.
 
-    In a bundle folder the graph must have been exported from the folder's model.safetensors
-    (checked by sha256), so stale exports are refused rather than silently run.
+    Before anything runs: the file's seal must match its bytes (a changed initializer or node is refused), its
+    inputs and outputs must match its metadata, and in a bundle folder the graph must have been exported from the
+    folder's model.safetensors (sha256), so stale exports are refused rather than silently run.
     """
     onnx_path = resolve_policy_path(path)
     try:
@@ -170,8 +194,16 @@ def load_policy(
     except ValueError:  # bad arguments (providers, threads): the caller's mistake, not the file's
         raise
     except Exception as exc:  # onnxruntime's Fail, InvalidProtobuf, InvalidGraph, ...
-        raise BundleError(f"{onnx_path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise BundleError(f"{onnx_path}: onnxruntime cannot load it ({type(exc).__name__}: {first_line})") from None
     metadata = read_metadata(session.get_modelmeta().custom_metadata_map, str(onnx_path))
+    if not metadata.graph_sha256:
+        raise BundleError(f"{onnx_path}: carries no seal (metadata 'gptrl.graph_sha256'); it was exported by an older "
+                          f"gptrl or by another tool: re-export it with `gptrl export`")
+    if not verify_seal(onnx_path.read_bytes(), metadata.graph_sha256):
+        raise BundleError(f"{onnx_path}: its bytes do not match the seal recorded at export (metadata "
+                          "'gptrl.graph_sha256'): the graph was changed or damaged after export; re-export it")
+    check_graph_io(session, metadata, str(onnx_path))
     weights = onnx_path.parent / WEIGHTS_FILE
     if Path(path).is_dir() and weights.is_file() and metadata.weights_sha256 != sha256_file(weights):
         raise BundleError(

@@ -179,4 +179,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from gptrl.cli import run_script
+
+    raise SystemExit(run_script("gptrl.training.datasets", main))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from gptrl.bundle import load_bundle
+from gptrl.fileio import read_json, write_json, write_text
 from gptrl.training.recipes import get_recipe
 
 # The returns the reference project publishes for its bundles (50 episodes, seeds 0..49, max 1000 steps).
@@ -128,13 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     recipe = get_recipe(a.env_id)
     bundle_dir = recipe.bundle_dir
-    history = json.loads(((a.run or Path("runs/train") / a.env_id) / "history.json").read_text())
-    teachers = json.loads((recipe.teacher_dir / "teachers.json").read_text())
+    history = read_json((a.run or Path("runs/train") / a.env_id) / "history.json")
+    teachers = read_json(recipe.teacher_dir / "teachers.json")
     result = measure(bundle_dir)
-    (bundle_dir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
-    (bundle_dir / "README.md").write_text(render(a.env_id, bundle_dir, result, teachers, history))
+    write_json(bundle_dir / "eval.json", result)
+    write_text(bundle_dir / "README.md", render(a.env_id, bundle_dir, result, teachers, history))
     print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} -> {bundle_dir}/README.md")
 
 
 if __name__ == "__main__":
-    main()
+    from gptrl.cli import run_script
+
+    raise SystemExit(run_script("gptrl.training.model_card", main))

@@ -82,4 +82,4 @@ def get_recipe(env_id: str) -> Recipe:
     try:
         return RECIPES[env_id]
     except KeyError:
-        raise SystemExit(f"no recipe for {env_id!r}; known: {', '.join(RECIPES)}") from None
+        raise ValueError(f"no recipe for {env_id!r}; known: {', '.join(RECIPES)}") from None

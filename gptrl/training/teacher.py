@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gptrl.fileio import atomic_path, read_json, write_json
 from gptrl.training.teacher_actor import TeacherActor, actor_from_sb3
 
 EVAL_SEED_BASE = 10_000  # teacher evaluation seeds stay clear of the 0..49 used for the shipped bundles
@@ -27,7 +28,7 @@ def evaluate_actor(actor: TeacherActor, env_id: str, episodes: int, seed: int = 
     """Returns of the deterministic actor on ``episodes`` seeded episodes (no torch, no SB3)."""
     from gptrl.evaluation import evaluate
 
-    return evaluate(env_id, actor, seeds=range(seed, seed + episodes))["returns"]
+    return evaluate(env_id, actor, seeds=range(seed, seed + episodes)).returns
 
 
 # Stable-Baselines3 defaults (lr 3e-4, batch 256, gamma 0.99, tau 0.005, one gradient step per env step,
@@ -79,9 +80,9 @@ def train_teacher(env_id: str, out: Path, steps: int, algo: str = "sac", seed: i
     model_path, buffer_path = out / "model.zip", out / "replay_buffer.pkl"
     run_info = {"env_id": env_id, "algo": algo, "seed": seed, **({"algo_kwargs": algo_kwargs} if algo_kwargs else {})}
     info_path = out / "run.json"
-    if info_path.exists() and json.loads(info_path.read_text()) != run_info:
-        raise SystemExit(f"{out} holds a different run ({info_path.read_text()}); pick another --out")
-    info_path.write_text(json.dumps(run_info))
+    if info_path.exists() and read_json(info_path) != run_info:
+        raise FileExistsError(f"{out} holds a different run ({info_path.read_text()}); pick another --out")
+    write_json(info_path, run_info, indent=None)
 
     env = gym.make(env_id)
     if model_path.exists():
@@ -103,10 +104,10 @@ def train_teacher(env_id: str, out: Path, steps: int, algo: str = "sac", seed: i
             actor.info |= {"eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
                            "eval_episodes": eval_episodes, "eval_seed": EVAL_SEED_BASE}
             actor.save(out / "actors" / f"step_{n:09d}.safetensors")
-            self.model.save_replay_buffer(out / "replay_buffer.tmp.pkl")
-            (out / "replay_buffer.tmp.pkl").replace(buffer_path)
-            self.model.save(out / "model.tmp.zip")
-            (out / "model.tmp.zip").replace(model_path)
+            with atomic_path(buffer_path) as tmp:
+                self.model.save_replay_buffer(tmp)
+            with atomic_path(model_path) as tmp:
+                self.model.save(tmp)
             new_file = not (out / "progress.csv").exists()
             with open(out / "progress.csv", "a", newline="") as f:
                 w = csv.writer(f)
@@ -146,7 +147,7 @@ def publish_teachers(out: Path, dest: Path, env_id: str, finalists: int = 4, epi
 
     snaps = {p: load_teacher_actor(p) for p in sorted((out / "actors").glob("step_*.safetensors"))}
     if len(snaps) < 2:
-        raise SystemExit(f"{out}/actors holds {len(snaps)} snapshot(s); train longer before publishing")
+        raise ValueError(f"{out}/actors holds {len(snaps)} snapshot(s); train longer before publishing")
     quick = {p: a.info["eval_return_mean"] for p, a in snaps.items()}
     ranked = sorted(quick, key=quick.get, reverse=True)[:finalists]
     scores = {}
@@ -164,7 +165,7 @@ def publish_teachers(out: Path, dest: Path, env_id: str, finalists: int = 4, epi
     expert.save(dest / "expert.safetensors")
     medium.save(dest / "medium.safetensors")
     summary = {"expert": expert.info, "medium": medium.info}
-    (dest / "teachers.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(dest / "teachers.json", summary)
     return summary
 
 
@@ -193,10 +194,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"best actor: {best}")
     if a.publish:
         if a.publish is True and recipe is None:
-            raise SystemExit(f"no recipe for {a.env_id}: say where to publish (--publish DIR)")
+            raise ValueError(f"no recipe for {a.env_id}: say where to publish (--publish DIR)")
         dest = recipe.teacher_dir if a.publish is True else a.publish
         print(json.dumps(publish_teachers(out, dest, a.env_id), indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    from gptrl.cli import run_script
+
+    raise SystemExit(run_script("gptrl.training.teacher", main))

@@ -15,6 +15,8 @@ from typing import ClassVar
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from gptrl.fileio import atomic_path
+
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # Stable-Baselines3's clamp for SAC/TQC actors
 
 
@@ -62,10 +64,9 @@ class TeacherActor:
                     "action_low": self.action_low, "action_high": self.action_high}
         if self.log_std is not None:
             tensors |= {"log_std.weight": self.log_std[0], "log_std.bias": self.log_std[1]}
-        tmp = Path(f"{path}.tmp")
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(tmp),
-                  metadata={"gptrl_teacher": json.dumps(self.info)})
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(tmp),
+                      metadata={"gptrl_teacher": json.dumps(self.info)})
 
 
 def load_teacher_actor(path: str | Path) -> TeacherActor:

@@ -1,6 +1,6 @@
 """Behaviour cloning of the causal transformer policy from Minari datasets.
 
-The model is the bundle architecture unchanged (``gptrl.exporter.model.PolicyModel``), trained on windows
+The model is the bundle architecture unchanged (``gptrl.exporter.PolicyModel``), trained on windows
 that show it exactly what its rollout cache will show (``gptrl.training.windows``). The action head learns the
 expert's action (MSE of the squashed action); the log-std and value heads learn, on detached features, the
 spread of the behaviour's actions and the discounted return, so they never pull on the policy's features.
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from gptrl.bundle import make_config
-from gptrl.exporter.model import PolicyModel, init_weights
+from gptrl.exporter.causal.model import PolicyModel, init_weights
+from gptrl.fileio import atomic_dir, atomic_path, copy_file, write_json
 from gptrl.training.datasets import Episode, load_episodes, use_datasets_path
 from gptrl.training.recipes import get_recipe
 from gptrl.training.windows import WindowBatch, WindowSampler
@@ -104,8 +105,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def evaluate_candidate(model: PolicyModel, folder: Path, episodes: int, seed: int) -> dict:
     """Write ``model`` as a bundle in ``folder``, export its ONNX graph and evaluate that on the ONNX runtime."""
     from gptrl.evaluation import evaluate
-    from gptrl.exporter.bundle_writer import export_bundle
-    from gptrl.exporter.onnx_export import export_onnx
+    from gptrl.exporter import export_bundle, export_onnx
     from gptrl.runtime import load_policy
 
     export_bundle(model, folder, overwrite=True)
@@ -124,9 +124,8 @@ def _same_run(saved: dict, wanted: dict) -> bool:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, cfg: TrainConfig,
@@ -151,7 +150,7 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
         if not _same_run(ckpt["config"], asdict(cfg)) or ckpt["model_kwargs"] != model_kwargs:
-            raise SystemExit(f"{ckpt_path} was made with other settings; remove {out} or pick another --out")
+            raise FileExistsError(f"{ckpt_path} was made with other settings; remove {out} or pick another --out")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sampler.rng.bit_generator.state = ckpt["sampler_rng"]
@@ -187,18 +186,15 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
             state["history"].append(record)
             if state["best"] is None or record["return_mean"] > state["best"]["return_mean"]:
                 state["best"] = record
-                tmp = out / "best.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(out / "candidate", tmp)
-                shutil.rmtree(out / "best", ignore_errors=True)
-                tmp.replace(out / "best")
+                with atomic_dir(out / "best", overwrite=True) as tmp:
+                    shutil.copytree(out / "candidate", tmp, dirs_exist_ok=True)
             bar.write(json.dumps(record))
             _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
                           "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                           "config": asdict(cfg), "model_kwargs": model_kwargs}, ckpt_path)
-            with open(out / "history.json", "w") as f:
-                json.dump({"config": asdict(cfg), "model": model_kwargs, "dataset_steps": sampler.num_steps,
-                           "dataset_episodes": len(episodes), **(notes or {}), **state}, f, indent=1)
+            write_json(out / "history.json", {"config": asdict(cfg), "model": model_kwargs,
+                                              "dataset_steps": sampler.num_steps, "dataset_episodes": len(episodes),
+                                              **(notes or {}), **state})
     bar.close()
     return state
 
@@ -207,9 +203,7 @@ def publish(best: Path, dest: Path) -> Path:
     """Copy the best candidate (config, weights, policy.onnx) into ``dest``, keeping dest's README.md."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors", "policy.onnx"):
-        tmp = dest / f".{name}.tmp"
-        shutil.copyfile(best / name, tmp)
-        tmp.replace(dest / name)
+        copy_file(best / name, dest / name)
     return dest
 
 
@@ -240,4 +234,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from gptrl.cli import run_script
+
+    raise SystemExit(run_script("gptrl.training.train", main))

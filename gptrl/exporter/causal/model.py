@@ -1,4 +1,4 @@
-"""The Causal GPT-RL policy network in plain torch (Llama and GPT2 flavours).
+"""The Causal GPT-RL policy network in plain torch (Llama and GPT2 flavours); the math is docs/format.md's.
 
 One token per timestep, x = [s_norm | atanh-encoded action | is_bos], projected to d_model,
 run through a causal backbone identical in math to Hugging Face ``LlamaModel`` /
@@ -13,17 +13,14 @@ Two entry points share every layer:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptrl.bundle.config import BundleConfig, ModelConfig
-
-ACTION_CLIP_EPS = 1e-6
-LLAMA_NORM_EPS = 1e-6
-GPT2_NORM_EPS = 1e-5
+from gptrl.bundle.schema import ACTION_CLIP_EPS, GPT2_NORM_EPS, LLAMA_NORM_EPS, BundleConfig, ModelConfig
 
 # Per layer: (keys, values), each [batch, heads, length, head_dim]; keys already carry RoPE.
 KVCache = list[tuple[Tensor, Tensor]]
@@ -348,9 +345,14 @@ class PolicyModel(nn.Module):
         else:
             mask = attn_mask[:, None].bool()
         mask = mask | torch.eye(t, dtype=torch.bool, device=states.device)  # no all-masked rows
-        for block in net.blocks:
+        return self._layers(x, positions, lambda i, q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+    def _layers(self, x: Tensor, positions: Tensor, attend: Callable[[int, Tensor, Tensor, Tensor], Tensor]) -> Tensor:
+        """The one layer loop: pre-norm attention (``attend(layer, q, k, v)`` -> heads-first output) and MLP."""
+        net = self.backbone.net
+        for i, block in enumerate(net.blocks):
             q, k, v = block.attn.qkv(block.attn_in(x), positions)
-            x = x + block.attn.out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+            x = x + block.attn.out(attend(i, q, k, v))
             x = x + block.mlp_out(x)
         return net.final_norm(x)
 
@@ -378,13 +380,14 @@ class PolicyModel(nn.Module):
         mask = torch.cat([past_valid.bool(), past_valid.new_ones(past_valid.shape[0], 1, dtype=torch.bool)], dim=1)
         mask = mask[:, None, None, :]
         new_kv: KVCache = []
-        for block, (past_k, past_v) in zip(net.blocks, past):
-            q, k, v = block.attn.qkv(block.attn_in(x), pos)
+
+        def attend(i: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
             new_kv.append((k, v))
+            past_k, past_v = past[i]
             keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-            x = x + block.attn.out(F.scaled_dot_product_attention(q, keys, values, attn_mask=mask))
-            x = x + block.mlp_out(x)
-        return self.heads(net.final_norm(x)[:, 0]), new_kv
+            return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+
+        return self.heads(self._layers(x, pos, attend)[:, 0]), new_kv
 
     def empty_cache(self, batch: int, length: int, device: torch.device | str | None = None) -> KVCache:
         cfg = self.config.model

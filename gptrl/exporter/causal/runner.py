@@ -4,7 +4,7 @@ Rollout contract (format doc, section 4): the head on the newest token emits the
 action. ``reset(s0)`` queues the BOS token (s0, 0, 1); the first ``act`` runs it and returns
 a0; each later ``act(s_t)`` appends the completed token (s_{t-1}, a_{t-1}, 0) and returns a_t.
 Nothing is ever re-encoded: the cache is a ring of ``kv_cache_max_len`` slots (layout and
-positions: ``gptrl/rollout.py``).
+positions: ``gptrl/rollout.py`` and docs/format.md).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from gptrl.bundle import Bundle, load_bundle
-from gptrl.exporter.loading import model_from_bundle
-from gptrl.exporter.model import PolicyModel
+from gptrl.contract import BosCacheMode, PositionMode
+from gptrl.exporter.causal.convert import model_from_bundle
+from gptrl.exporter.causal.model import PolicyModel
 from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, resolve_serving
 
 __all__ = ["PolicyRunner", "load_runner", "load_runner_from_hub"]
@@ -30,12 +31,12 @@ class PolicyRunner(CachedPolicy):
         *,
         num_envs: int = 1,
         kv_cache_max_len: int | None = None,
-        bos_cache_mode: str | None = None,
-        positions: str = "shared",
+        bos_cache_mode: BosCacheMode | None = None,
+        positions: PositionMode = "shared",
         device: str | torch.device = "cpu",
     ):
         config = model.config
-        kv, mode = resolve_serving(config, kv_cache_max_len, bos_cache_mode)
+        kv, mode = resolve_serving(config, kv_cache_max_len, bos_cache_mode, num_envs)
         self.model = model.to(device).eval()
         self.config = config
         self.device = torch.device(device)
@@ -67,13 +68,13 @@ def load_runner(
     *,
     num_envs: int = 1,
     kv_cache_max_len: int | None = None,
-    bos_cache_mode: str | None = None,
-    positions: str = "shared",
+    bos_cache_mode: BosCacheMode | None = None,
+    positions: PositionMode = "shared",
     device: str = "cpu",
 ) -> PolicyRunner:
     """Load a bundle folder into a :class:`PolicyRunner` (validates everything first)."""
     bundle = path if isinstance(path, Bundle) else load_bundle(path)
-    resolve_serving(bundle.config, kv_cache_max_len, bos_cache_mode)  # refuse before building anything
+    resolve_serving(bundle.config, kv_cache_max_len, bos_cache_mode, num_envs)  # refuse before building anything
     model = model_from_bundle(bundle, device)
     return PolicyRunner(
         model, num_envs=num_envs, kv_cache_max_len=kv_cache_max_len, bos_cache_mode=bos_cache_mode,
@@ -91,7 +92,7 @@ def load_runner_from_hub(
     local_files_only: bool = False,
     num_envs: int = 1,
     kv_cache_max_len: int | None = None,
-    bos_cache_mode: str | None = None,
+    bos_cache_mode: BosCacheMode | None = None,
     device: str = "cpu",
 ) -> PolicyRunner:
     """Download one bundle (only its own files) from the Hugging Face Hub and load it."""

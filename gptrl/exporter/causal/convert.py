@@ -1,15 +1,35 @@
-"""``export_bundle``: a torch policy (or runner, or loaded bundle) -> a v2 bundle folder."""
+"""Between bundles and torch: a PolicyModel from a validated bundle, and a model (or runner) back to a bundle."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from gptrl.bundle import Bundle
 from gptrl.bundle.weights import format_buffers
 from gptrl.bundle.writer import write_bundle
-from gptrl.exporter.loading import bundle_tensors
-from gptrl.exporter.model import PolicyModel
+from gptrl.exporter.causal.model import PolicyModel
+
+
+def model_from_bundle(bundle: Bundle, device: str | torch.device = "cpu") -> PolicyModel:
+    """A PolicyModel in eval mode holding the bundle's weights and normaliser."""
+    model = PolicyModel(bundle.config)
+    state = model.state_dict()
+    tensors = {**bundle.tensors, **bundle.normalizer.tensors()}
+    for name in state:
+        if name in tensors:
+            state[name] = torch.from_numpy(np.array(tensors[name], dtype=np.float32))
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def bundle_tensors(model: PolicyModel) -> dict[str, np.ndarray]:
+    """Everything a v2 model.safetensors holds: weights, normaliser and the format's bound buffers."""
+    tensors = {name: t.detach().to("cpu", torch.float32).contiguous().numpy() for name, t in model.state_dict().items()}
+    return {**format_buffers(model.config), **tensors}
 
 
 def export_bundle(policy, path: str | Path, *, env_id: str | None = None, overwrite: bool = False) -> Path:
@@ -17,7 +37,7 @@ def export_bundle(policy, path: str | Path, *, env_id: str | None = None, overwr
 
     The write is atomic: a temporary folder is filled, read back, validated and renamed.
     """
-    from gptrl.exporter.runner import PolicyRunner
+    from gptrl.exporter.causal.runner import PolicyRunner
 
     if isinstance(policy, PolicyRunner):
         policy = policy.model

@@ -1,8 +1,10 @@
 """Per-step latency of the torch PolicyRunner, the ONNX step graphs and a full-window ONNX
 recompute (the way the reference exports), on random-weight policies of the package's
-default shape. Closed loop: each observation depends on the previous actions.
+default shape. Closed loop (``gptrl.synthetic.ClosedLoopEnv``): each observation depends on
+the previous actions.
 
-Needs torch (for the PolicyRunner, random weights and the full-window export).
+A development tool, not part of the package: it needs torch (for the PolicyRunner, random
+weights and the full-window export). ``make bench`` runs it through ``step_latency.py``.
 """
 
 from __future__ import annotations
@@ -36,8 +38,7 @@ def random_bundle(folder: Path, d_model: int, *, num_layers: int = 4, num_heads:
     import torch
 
     from gptrl.bundle import make_config
-    from gptrl.exporter.bundle_writer import export_bundle
-    from gptrl.exporter.model import PolicyModel, init_weights
+    from gptrl.exporter import PolicyModel, export_bundle, init_weights
 
     config = make_config(state_dim=STATE_DIM, action_low=-1.0, action_high=[1.0] * ACTION_DIM, d_model=d_model,
                          num_layers=num_layers, num_heads=num_heads, context_length=context)
@@ -80,7 +81,7 @@ def export_window_graph(bundle_dir: Path, out: Path) -> Path:
     import torch
 
     from gptrl.bundle import load_bundle
-    from gptrl.exporter.loading import model_from_bundle
+    from gptrl.exporter.causal.convert import model_from_bundle
 
     model = model_from_bundle(load_bundle(bundle_dir))
 
@@ -127,9 +128,10 @@ def matmul_seconds(d: int, inter: int, layers: int, batch: int, repeats: int = 2
     inits += [numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(np.array([1], np.int64), "one")]
     graph = helper.make_graph(nodes, "matmuls", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, shapes[0][0]])],
                               [helper.make_tensor_value_info(f"y{len(shapes) - 1}", TensorProto.FLOAT, None)], inits)
-    path = Path(tempfile.mkdtemp()) / "matmuls.onnx"
-    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), path)
-    session = make_session(path, "cpu", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "matmuls.onnx"
+        onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), path)
+        session = make_session(path, "cpu", 1)
     feed = {"x": rng.normal(size=(batch, shapes[0][0])).astype(np.float32)}
     for _ in range(20):
         session.run(None, feed)
@@ -143,9 +145,10 @@ def matmul_seconds(d: int, inter: int, layers: int, batch: int, repeats: int = 2
 
 def time_policy(policy, batch: int, steps: int, warmup: int, seed: int = 0) -> np.ndarray:
     """Seconds per act() over ``steps`` closed-loop steps after ``warmup`` steps."""
-    rng = np.random.default_rng(seed)
-    mixing = rng.normal(size=(ACTION_DIM, STATE_DIM)).astype(np.float32)
-    obs = rng.normal(size=(batch, STATE_DIM)).astype(np.float32)
+    from gptrl.synthetic import ClosedLoopEnv
+
+    env = ClosedLoopEnv(STATE_DIM, ACTION_DIM, batch, seed=seed)
+    obs = env.reset()
     policy.reset(obs)
     times = np.empty(steps)
     for t in range(warmup + steps):
@@ -153,7 +156,7 @@ def time_policy(policy, batch: int, steps: int, warmup: int, seed: int = 0) -> n
         action = policy.act(obs)
         if t >= warmup:
             times[t - warmup] = time.perf_counter() - start
-        obs = np.tanh(0.8 * obs + action @ mixing + 0.1 * rng.normal(size=obs.shape)).astype(np.float32)
+        obs = env.step(action)
     return times
 
 
@@ -162,7 +165,7 @@ def run(d_models=(256, 128), batches=(1, 16, 256), steps: int = 1000, warmup: in
     import torch
 
     from gptrl.exporter.onnx_export import export_onnx
-    from gptrl.exporter.runner import load_runner
+    from gptrl.exporter import load_runner
     from gptrl.runtime import load_policy
 
     torch.set_num_threads(1)

@@ -1,0 +1,105 @@
+"""The typed public contract: the ``Policy`` protocol every runner satisfies, and the typed results it returns.
+
+Both halves of gptrl implement :class:`Policy`: the torch ``gptrl.exporter.PolicyRunner`` and the torch-free
+``gptrl.runtime.OnnxPolicy``. ``gptrl.evaluation`` drives anything with the smaller :class:`Actor` surface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, Protocol, TypedDict, get_args, runtime_checkable
+
+import numpy as np
+
+from gptrl.bundle.schema import BOS_CACHE_MODES, BosCacheMode
+
+PositionMode = Literal["shared", "per_row"]
+POSITION_MODES: tuple[str, ...] = get_args(PositionMode)
+GraphVariant = Literal["attention", "portable"]
+Backend = Literal["onnx", "torch"]
+
+__all__ = ["BOS_CACHE_MODES", "POSITION_MODES", "Actor", "Backend", "BosCacheMode", "EpisodeStats", "EvalResult", "GraphVariant",
+           "Policy", "PositionMode", "StepInfo"]
+
+
+class StepInfo(TypedDict):
+    """What ``act_with_info`` returns beside the action: float32 [B] (or scalars' shape [] for one env)."""
+
+    value: np.ndarray
+    termination_prob: np.ndarray | None  # None for policies without a termination head
+
+
+@runtime_checkable
+class Actor(Protocol):
+    """The least a controller needs: ``gptrl.evaluation`` drives any object like this."""
+
+    @property
+    def num_envs(self) -> int: ...
+
+    def reset(self, obs: Any) -> None: ...
+
+    def act(self, obs: Any) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Policy(Actor, Protocol):
+    """A stateful policy over ``num_envs`` rows, torch or torch-free (see docs/format.md, "Rollout contract")."""
+
+    def act_with_info(self, obs: Any) -> tuple[np.ndarray, StepInfo]: ...
+
+    def reset_rows(self, done_mask: Any) -> None: ...
+
+    def observe(self, obs: Any, action: Any) -> None: ...
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]: ...
+
+
+class _FieldMapping(Mapping[str, Any]):
+    """Read-only mapping access to a dataclass's fields, so ``result["return_mean"]`` keeps working."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def _names(self) -> list[str]:
+        return [f.name for f in fields(self)]  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class EpisodeStats(_FieldMapping):
+    """Episode statistics (population std, as numpy's default)."""
+
+    num_episodes: int
+    returns: list[float]
+    lengths: list[int]
+    return_mean: float
+    return_std: float
+    length_mean: float
+    length_std: float
+
+    @classmethod
+    def from_episodes(cls, returns: list[float], lengths: list[int], **more: Any) -> Any:
+        if not returns:
+            raise ValueError("no episodes to summarise")
+        r, n = np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.float64)
+        return cls(len(returns), [float(x) for x in returns], [int(x) for x in lengths], float(r.mean()),
+                   float(r.std()), float(n.mean()), float(n.std()), **more)
+
+
+@dataclass(frozen=True)
+class EvalResult(EpisodeStats):
+    """``EpisodeStats`` plus the normalised score 100 (R - random) / (expert - random) (None without references)."""
+
+    normalized_score: float | None = None

@@ -1,0 +1,11 @@
+"""The error types gptrl raises on bad input. Each message names the file (or argument) and the key at fault."""
+
+from __future__ import annotations
+
+
+class BundleError(ValueError):
+    """A bundle, graph or config that cannot be used: the message names the file and the key at fault."""
+
+
+class NonFiniteOutputError(FloatingPointError):
+    """A policy produced a NaN or infinite output; the message names the row and the step."""

@@ -7,7 +7,7 @@ PIP_INSTALL := $(PIP) install --constraint constraints.txt
 
 DEMO_BUNDLE ?= bundles/hopper-v5
 
-.PHONY: install install-runtime test demo export bench teacher data train card clean
+.PHONY: install install-runtime test lint demo export bench teacher data train card clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,12 @@ install-runtime: $(VENV)/.runtime-installed
 demo: $(VENV)/.runtime-installed
 	$(VENV)/bin/gptrl eval $(DEMO_BUNDLE) --episodes 10 --seed 0
 
-# Re-export every shipped bundle's policy.onnx (verified against the torch runner).
+# Re-export every shipped bundle's policy.onnx (verified against the torch runner); folders without config.json
+# are skipped, and the first failed export stops the loop.
 export: install
-	for b in bundles/*/; do [ -f "$$b/config.json" ] && $(VENV)/bin/gptrl export "$$b" || exit 1; done
+	for b in bundles/*/; do \
+	  if [ -f "$$b/config.json" ]; then $(VENV)/bin/gptrl export "$$b" || exit 1; fi; \
+	done
 
 bench: install
 	$(PY) benchmarks/step_latency.py
@@ -43,7 +46,8 @@ bench: install
 #   make data ENV=Hopper-v5      Minari datasets from the committed actors (data/minari)
 #   make train ENV=Hopper-v5     behaviour cloning (resumable, runs/train/ENV), best candidate to bundles/
 #   make card ENV=Hopper-v5      the 50-episode ONNX evaluation and the bundle's model card
-ENV ?= Hopper-v5
+# `:=`, not `?=`: a shell variable that happens to be called ENV must not pick the env (make ENV=... still does).
+ENV := Hopper-v5
 
 teacher: install
 	$(PY) -m gptrl.training.teacher $(ENV) --publish
@@ -59,6 +63,9 @@ card: install
 
 test: install
 	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) build *.egg-info gptrl.egg-info .pytest_cache

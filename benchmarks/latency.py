@@ -34,7 +34,8 @@ class Result:
     matmul_gflops: float | None = None  # plain MatMul of the same shapes, same run (ONNX step rows)
 
 
-def random_bundle(folder: Path, d_model: int, *, num_layers: int = 4, num_heads: int = 8, context: int = 32, seed: int = 0) -> Path:
+def random_bundle(folder: Path, d_model: int, *, num_layers: int = 4, num_heads: int = 8, context: int = 32,
+                  seed: int = 0) -> Path:
     import torch
 
     from gptrl.bundle import make_config
@@ -116,7 +117,8 @@ def matmul_seconds(d: int, inter: int, layers: int, batch: int, repeats: int = 2
 
     rng = np.random.default_rng(0)
     nodes, inits, x = [], [], "x"
-    shapes = [(STATE_DIM + ACTION_DIM + 1, d)] + [(d, 3 * d), (d, d), (d, 2 * inter), (inter, d)] * layers + [(d, ACTION_DIM + 2)]
+    per_layer = [(d, 3 * d), (d, d), (d, 2 * inter), (inter, d)]
+    shapes = [(STATE_DIM + ACTION_DIM + 1, d), *per_layer * layers, (d, ACTION_DIM + 2)]
     for i, (n_in, n_out) in enumerate(shapes):
         inits.append(numpy_helper.from_array((rng.normal(size=(n_in, n_out)) * 0.02).astype(np.float32), f"w{i}"))
         src = x if i == 0 else f"y{i - 1}"
@@ -125,8 +127,9 @@ def matmul_seconds(d: int, inter: int, layers: int, batch: int, repeats: int = 2
             inits.append(numpy_helper.from_array(np.array([n_in], np.int64), f"n{i}"))
             src = f"s{i}"
         nodes.append(helper.make_node("MatMul", [src, f"w{i}"], [f"y{i}"]))
-    inits += [numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(np.array([1], np.int64), "one")]
-    graph = helper.make_graph(nodes, "matmuls", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, shapes[0][0]])],
+    inits += [numpy_helper.from_array(np.array([k], np.int64), name) for k, name in ((0, "zero"), (1, "one"))]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, shapes[0][0]])
+    graph = helper.make_graph(nodes, "matmuls", [x_info],
                               [helper.make_tensor_value_info(f"y{len(shapes) - 1}", TensorProto.FLOAT, None)], inits)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "matmuls.onnx"
@@ -164,8 +167,8 @@ def run(d_models=(256, 128), batches=(1, 16, 256), steps: int = 1000, warmup: in
         backends=BACKENDS, max_seconds_per_case: float = 60.0, log=print) -> list[Result]:
     import torch
 
-    from gptrl.exporter.onnx_export import export_onnx
     from gptrl.exporter import load_runner
+    from gptrl.exporter.onnx_export import export_onnx
     from gptrl.runtime import load_policy
 
     torch.set_num_threads(1)

@@ -25,6 +25,7 @@ if __name__ == "__main__":
     results = bench.run(steps=args.steps, max_seconds_per_case=args.max_seconds)
     bench.save(results, HERE / "results.json")
     table = bench.markdown(results)
-    header = f"Measured by `make bench` on {platform.processor() or platform.machine()}, {platform.python_version()}.\n\n"
+    machine = platform.processor() or platform.machine()
+    header = f"Measured by `make bench` on {machine}, {platform.python_version()}.\n\n"
     (HERE / "results.md").write_text(header + table + "\n")
     print(table)

@@ -28,7 +28,11 @@ _LAZY = {
     "load_policy": "gptrl.runtime",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = [  # the names of _LAZY and the version (a test keeps them in step)
+    "BundleError", "EvalResult", "NonFiniteOutputError", "Policy", "PolicyRunner", "StepInfo", "__version__",
+    "convert_legacy_bundle_to_safetensors", "evaluate", "export_bundle", "export_onnx", "load_bundle", "load_policy",
+    "load_runner", "load_runner_from_hub", "run_episodes",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from gptrl.bundle import load_bundle

@@ -58,7 +58,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     a = info["architecture"]
-    arch = f"{a['network']}: {a['num_layers']} layers, d_model {a['d_model']}, {a['num_heads']} heads (head_dim {a['head_dim']})"
+    arch = (f"{a['network']}: {a['num_layers']} layers, d_model {a['d_model']}, {a['num_heads']} heads "
+            f"(head_dim {a['head_dim']})")
     if "intermediate_size" in a:
         arch += f", MLP {a['intermediate_size']}, rope_theta {a['rope_theta']:g}"
     limit = info["kv_cache_max_len_limit"]
@@ -96,7 +97,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     out = export_onnx(args.bundle, args.output, variant="portable" if args.opset == 18 else "attention",
                       verify=not args.no_verify)
-    print(f"wrote {out} (opset {args.opset}{', verified against the torch PolicyRunner' if not args.no_verify else ''})")
+    verified = "" if args.no_verify else ", verified against the torch PolicyRunner"
+    print(f"wrote {out} (opset {args.opset}{verified})")
     return 0
 
 
@@ -131,7 +133,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"max {args.max_steps} steps)")
     print(f"  return  {stats['return_mean']:.2f} +- {stats['return_std']:.2f}")
     print(f"  length  {stats['length_mean']:.1f} +- {stats['length_std']:.1f}")
-    print(f"  normalised score  {score:.1f}" if score is not None else "  normalised score  (no reference for this env)")
+    print(f"  normalised score  {score:.1f}" if score is not None
+          else "  normalised score  (no reference for this env)")
     return 0
 
 
@@ -175,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=positive_int, default=1, help="step N envs together with one batched policy call")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
-    p = sub.add_parser("convert-legacy", help="turn model.pt/state_normalizer.pt into safetensors (no unpickling of objects)")
+    p = sub.add_parser("convert-legacy",
+                       help="turn model.pt/state_normalizer.pt into safetensors (no unpickling of objects)")
     p.add_argument("bundle")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_convert_legacy)

@@ -19,8 +19,8 @@ POSITION_MODES: tuple[str, ...] = get_args(PositionMode)
 GraphVariant = Literal["attention", "portable"]
 Backend = Literal["onnx", "torch"]
 
-__all__ = ["BOS_CACHE_MODES", "POSITION_MODES", "Actor", "Backend", "BosCacheMode", "EpisodeStats", "EvalResult", "GraphVariant",
-           "Policy", "PositionMode", "StepInfo"]
+__all__ = ["BOS_CACHE_MODES", "POSITION_MODES", "Actor", "Backend", "BosCacheMode", "EpisodeStats", "EvalResult",
+           "GraphVariant", "Policy", "PositionMode", "StepInfo"]
 
 
 class StepInfo(TypedDict):

@@ -95,7 +95,8 @@ def evaluate(
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
     if getattr(runner, "num_envs", 1) != num_envs:
-        raise ValueError(f"the runner holds num_envs={runner.num_envs} rows but evaluate was asked for num_envs={num_envs}")
+        raise ValueError(f"the runner holds num_envs={runner.num_envs} rows but evaluate was asked for "
+                         f"num_envs={num_envs}")
     own_env = isinstance(env_or_id, str)
     env = make_env(env_or_id, num_envs, env_kwargs) if own_env else env_or_id
     env_id = env_or_id if own_env else _env_id(env)

@@ -224,7 +224,7 @@ def sha256_file(path: str | Path) -> str:
 def signals_raise(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
     """Turn SIGTERM/SIGHUP into ``SystemExit(128 + signum)`` so ``finally`` blocks (temporaries) run."""
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         raise SystemExit(128 + signum)
 
     previous = {}

@@ -171,14 +171,16 @@ class RolloutState:
             raise ValueError(f"{what} holds non-finite values (NaN or inf) in rows {np.flatnonzero(bad).tolist()}")
         huge = (np.abs(array) > MAX_ABS_OBSERVATION).any(axis=1)
         if huge.any():
-            raise ValueError(f"{what} holds values beyond +-{MAX_ABS_OBSERVATION:g} in rows {np.flatnonzero(huge).tolist()} "
+            raise ValueError(f"{what} holds values beyond +-{MAX_ABS_OBSERVATION:g} in rows "
+                             f"{np.flatnonzero(huge).tolist()} "
                              "(they would overflow float32 inside the network)")
         return array, single
 
     def check_actions(self, action: Any, step: StepInputs) -> np.ndarray:
         actions, single = self._batch(action, self.action_dim, "action")
         if single != step.single:
-            raise ValueError(f"action has shape {np.shape(action)}, but the observation was {'un' if step.single else ''}batched")
+            raise ValueError(f"action has shape {np.shape(action)}, but the observation was "
+                             f"{'un' if step.single else ''}batched")
         return actions
 
     # -- episode control --------------------------------------------------------
@@ -330,8 +332,12 @@ class CachedPolicy:
         The recurrent ``state`` lives inside the policy and is passed back unchanged.
         """
         if not deterministic:
-            raise ValueError("this policy only produces deterministic actions (tanh of the mean); pass deterministic=True")
-        starts = np.zeros(self.num_envs, dtype=bool) if episode_start is None else np.asarray(episode_start, dtype=bool).reshape(-1)
+            raise ValueError("this policy only produces deterministic actions (tanh of the mean); "
+                             "pass deterministic=True")
+        if episode_start is None:
+            starts = np.zeros(self.num_envs, dtype=bool)
+        else:
+            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
         if starts.shape != (self.num_envs,):
             raise ValueError(f"episode_start has shape {np.shape(episode_start)}, expected ({self.num_envs},)")
         starts = starts | (self.state.phase == RowPhase.NOT_STARTED)

@@ -1,11 +1,11 @@
 """The gptrl console script."""
 
 import json
-
-import pytest
 import shutil
 import subprocess
 import sys
+
+import pytest
 
 from conftest import FIXTURES
 

@@ -14,8 +14,8 @@ import gptrl
 from conftest import CASES, FIXTURES, load_trace, replay
 from gptrl.bundle import BundleError, load_bundle
 from gptrl.exporter import ExportVerificationError, export_onnx, verify_export
-from gptrl.runtime import load_policy
 from gptrl.fileio import sha256_file
+from gptrl.runtime import load_policy
 
 VARIANTS = ["attention", "portable"]
 HOPPER = FIXTURES / "llama-hopper-single" / "bundle"

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from gptrl.bundle import make_config
-from gptrl.exporter import PolicyModel, init_weights
-from gptrl.exporter import PolicyRunner
+from gptrl.exporter import PolicyModel, PolicyRunner, init_weights
 from gptrl.training.datasets import Episode, create_dataset, load_episodes, use_datasets_path
 from gptrl.training.teacher_actor import TeacherActor, actor_from_sb3, load_teacher_actor
 from gptrl.training.train import TrainConfig, as_tensors, bc_losses, build_model, publish, train
@@ -22,7 +21,7 @@ TINY = dict(network="llama", context_length=4, d_model=32, num_layers=2, num_hea
 
 def random_actor(state_dim: int, action_dim: int, seed: int, hidden: int = 16) -> TeacherActor:
     rng = np.random.default_rng(seed)
-    w = lambda *shape: rng.normal(0, 0.5, shape).astype(np.float32)  # noqa: E731
+    w = lambda *shape: rng.normal(0, 0.5, shape).astype(np.float32)
     return TeacherActor(
         hidden=[(w(hidden, state_dim), w(hidden)), (w(hidden, hidden), w(hidden))],
         mean=(w(action_dim, hidden), w(action_dim)), log_std=(w(action_dim, hidden), w(action_dim) - 1.0),

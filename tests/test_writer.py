@@ -10,8 +10,7 @@ import torch
 
 import gptrl
 from conftest import FIXTURES, load_trace, replay
-from gptrl.bundle import BundleError, load_bundle
-from gptrl.bundle import writer
+from gptrl.bundle import BundleError, load_bundle, writer
 
 LLAMA = FIXTURES / "llama-hopper-single"
 V1 = FIXTURES / "llama-hopper-v1-single"

@@ -89,7 +89,8 @@ def choose_normalizer(config: BundleConfig, tensors: dict[str, np.ndarray],
             f"{config_path}: 'state_normalization.embedded' = false, but {weights_path} switches its embedded "
             "normaliser on (tensor 'state_normalization_enabled' = 1); fix whichever is wrong")
     if config.normalization_sidecar is True and not sidecar_path.is_file():
-        raise BundleError(f"{sidecar_path}: missing, but {config_path} says 'state_normalization.legacy_sidecar' = true")
+        raise BundleError(f"{sidecar_path}: missing, but {config_path} says "
+                          "'state_normalization.legacy_sidecar' = true")
     if _use_sidecar(config, folder):
         sidecar = from_sidecar(sidecar_path, config.state_dim)
         if weights_on:

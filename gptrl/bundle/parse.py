@@ -125,7 +125,7 @@ def _specs_from_box(container: dict[str, Any], source: str, key: str) -> tuple[C
     shape = container.get("shape") or []
     size = int(np.prod(shape)) if shape else 1
     low, high = container.get("low"), container.get("high")
-    as_list = lambda v: v if isinstance(v, list) else [v] * size  # noqa: E731 (a scalar bound broadcasts)
+    as_list = lambda v: v if isinstance(v, list) else [v] * size
     data = {"size": size, "dtype": container.get("dtype", "float32"),
             "low": as_list(low) if low is not None else None, "high": as_list(high) if high is not None else None}
     return (_parse_spec(data, source, f"{key}[0]."),)

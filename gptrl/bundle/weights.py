@@ -28,7 +28,8 @@ MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own ceiling
 _BOUND_BUFFER = re.compile(r"^(input|output)_adapter\.\d+\.(low|high)$")
 
 
-def required_tensors(model: ModelConfig, state_dim: int, action_dim: int, *, embedded_normalizer: bool) -> dict[str, tuple[int, ...]]:
+def required_tensors(model: ModelConfig, state_dim: int, action_dim: int, *,
+                     embedded_normalizer: bool) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor the forward pass reads."""
     d, layers = model.d_model, range(model.num_layers)
     shapes: dict[str, tuple[int, ...]] = {

@@ -5,7 +5,14 @@ One sub-package per model family (``causal``: Causal GPT-RL bundles); docs/archi
 goes.
 """
 
-from gptrl.exporter.causal import PolicyModel, PolicyRunner, export_bundle, init_weights, load_runner, load_runner_from_hub
+from gptrl.exporter.causal import (
+           PolicyModel,
+           PolicyRunner,
+           export_bundle,
+           init_weights,
+           load_runner,
+           load_runner_from_hub,
+)
 from gptrl.exporter.legacy import convert_legacy_bundle_to_safetensors
 from gptrl.exporter.onnx_export import ExportVerificationError, export_onnx, verify_export
 

@@ -71,7 +71,8 @@ class GraphBuilder:
 
     def slice_last(self, x: str, start: int, end: int) -> str:
         """x[..., start:end] (end may be INT64_MAX for "to the end")."""
-        return self.op("Slice", x, self.const([start], np.int64), self.const([end], np.int64), self.const([-1], np.int64))
+        bounds = (self.const([start], np.int64), self.const([end], np.int64), self.const([-1], np.int64))
+        return self.op("Slice", x, *bounds)
 
     def model(self, name: str, inputs: list[TensorSpec], outputs: list[TensorSpec], opset: int,
               ir_version: int) -> onnx.ModelProto:

@@ -58,7 +58,8 @@ def token_input(s: _Step) -> str:
     with g.scope("input"):
         states = "state"
         if norm.enabled:
-            states = g.op("Div", g.op("Sub", "state", g.weight("state_mean", norm.mean)), g.weight("state_std", norm.std))
+            centred = g.op("Sub", "state", g.weight("state_mean", norm.mean))
+            states = g.op("Div", centred, g.weight("state_std", norm.std))
         low, high = c.action_low, c.action_high
         unit = g.op("Sub", g.op("Div", g.op("Mul", g.op("Sub", "action", g.weight("action_low", low)), g.const(2.0)),
                                 g.weight("action_range", high - low)), g.const(1.0))

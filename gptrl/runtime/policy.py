@@ -44,7 +44,8 @@ class OnnxPolicy(CachedPolicy):
         self.metadata, self.session, self.variant = metadata, session, metadata.variant
         kv, mode = resolve_serving(config, kv_cache_max_len, bos_cache_mode, num_envs)
         ring = kv + 1 if self.variant == "attention" else kv
-        self.state = RolloutState(num_envs, config.state_dim, config.action_dim, kv, mode, ring_size=ring, positions=positions)
+        self.state = RolloutState(num_envs, config.state_dim, config.action_dim, kv, mode, ring_size=ring,
+                                  positions=positions)
         self.device = session_device(session)
         self._allocate()
         self._bind()
@@ -62,7 +63,8 @@ class OnnxPolicy(CachedPolicy):
             "is_bos": np.zeros(B, f32),
             "position": np.zeros(B, np.int64),
         }
-        self._out = {"action_out": np.zeros((B, A), f32), "value": np.zeros(B, f32), "termination_prob": np.zeros(B, f32)}
+        self._out = {"action_out": np.zeros((B, A), f32), "value": np.zeros(B, f32),
+                     "termination_prob": np.zeros(B, f32)}
         if self.variant == "attention":
             self._in["write_index"] = np.zeros(B, np.int64)
             self._in["attn_mask"] = np.zeros((B, ring), bool)

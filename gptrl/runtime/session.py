@@ -33,13 +33,15 @@ def resolve_providers(providers: str | list[str] | None) -> list[str]:
     if providers is None:
         if "CUDAExecutionProvider" in available:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        log.info("gptrl.runtime: running on CPU (this onnxruntime has no CUDA provider; install onnxruntime-gpu for CUDA)")
+        log.info("gptrl.runtime: running on CPU (this onnxruntime has no CUDA provider; "
+                 "install onnxruntime-gpu for CUDA)")
         return ["CPUExecutionProvider"]
     names = [providers] if isinstance(providers, str) else list(providers)
     names = [_ALIASES.get(n.lower(), n) for n in names]
     unknown = [n for n in names if n not in ort.get_all_providers()]
     if unknown:
-        raise ValueError(f"unknown execution providers {unknown}; use 'cpu', 'cuda' or one of {ort.get_all_providers()}")
+        raise ValueError(f"unknown execution providers {unknown}; use 'cpu', 'cuda' or one of "
+                         f"{ort.get_all_providers()}")
     usable = [n for n in names if n in available]
     if not usable:
         log.warning("gptrl.runtime: %s not available in this onnxruntime (%s); falling back to CPU", names, available)
@@ -49,7 +51,8 @@ def resolve_providers(providers: str | list[str] | None) -> list[str]:
     return usable
 
 
-def make_session(path: str | Path, providers: str | list[str] | None = None, intra_op_threads: int = 1) -> ort.InferenceSession:
+def make_session(path: str | Path, providers: str | list[str] | None = None,
+                 intra_op_threads: int = 1) -> ort.InferenceSession:
     wanted = resolve_providers(providers)
     session = ort.InferenceSession(str(path), sess_options=session_options(intra_op_threads), providers=wanted)
     if wanted[0] != "CPUExecutionProvider" and session.get_providers()[0] != wanted[0]:

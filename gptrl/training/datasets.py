@@ -2,7 +2,8 @@
 
 A dataset is collected by a *behaviour* actor, either sampling from its own Gaussian policy or adding Gaussian
 noise of a fixed size to its deterministic action (``noise_std``, as in DART: the states then stay close to the
-path the policy itself will take), while an *expert* actor labels every visited state: ``infos["expert_action"][t]`` is the
+path the policy itself will take), while an *expert* actor labels every visited state:
+``infos["expert_action"][t]`` is the
 expert's deterministic action at ``observations[t]``. Behaviour cloning can then learn the expert's action even
 on states a weaker behaviour visited. Collection uses numpy only; the episodes go to Minari through
 ``minari.create_dataset_from_buffers``, so the files are ordinary Minari datasets (``minari.load_dataset``).
@@ -101,7 +102,8 @@ def create_dataset(dataset_id: str, env_id: str, behaviour: TeacherActor, expert
     return minari.create_dataset_from_buffers(
         dataset_id=dataset_id, buffer=buffers, env=env_id, eval_env=env_id,
         algorithm_name=f"gptrl teacher ({behaviour.info.get('algo', '?')}, {behaviour.info.get('steps', '?')} steps)"
-                       + (", own Gaussian policy" if noise_std is None else f", mean action + N(0, {noise_std:g}) noise"),
+                       + (", own Gaussian policy" if noise_std is None
+                          else f", mean action + N(0, {noise_std:g}) noise"),
         author="gptrl", author_email="gptrl@users.noreply.github.com",
         code_permalink="https://github.com/gptrl/gptrl/blob/main/gptrl/training/datasets.py",
         ref_min_score=float(ref_min_score), ref_max_score=float(ref_max_score), description=description,

@@ -43,7 +43,8 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
     exp, med = teachers["expert"], teachers["medium"]
     recipe = get_recipe(env_id)
     behaviour = {recipe.dataset_id(level): f"{level.behaviour} teacher, "
-                 + ("its own Gaussian policy" if level.noise_std is None else f"mean action + N(0, {level.noise_std:g})")
+                 + ("its own Gaussian policy" if level.noise_std is None
+                    else f"mean action + N(0, {level.noise_std:g})")
                  for level in recipe.levels}
     lines = [
         f"# {bundle_dir.name}: a causal transformer policy for {env_id}",

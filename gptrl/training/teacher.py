@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("env_id")
     p.add_argument("--out", type=Path, help="run folder (default runs/teachers/ENV)")
     p.add_argument("--steps", type=int, help="total env steps (default: the recipe's teacher_steps, else 1M)")
-    p.add_argument("--algo", choices=["sac", "td3", "tqc"], help="default: the env's recipe (gptrl/training/recipes.py)")
+    p.add_argument("--algo", choices=["sac", "td3", "tqc"],
+                   help="default: the env's recipe (gptrl/training/recipes.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=25_000)
     p.add_argument("--eval-episodes", type=int, default=5)

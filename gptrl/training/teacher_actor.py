@@ -59,7 +59,8 @@ class TeacherActor:
         return self._rescale(np.tanh(mean + np.exp(log_std) * rng.standard_normal(mean.shape).astype(np.float32)))
 
     def save(self, path: str | Path) -> None:
-        tensors = {f"hidden.{i}.{n}": t for i, (w, b) in enumerate(self.hidden) for n, t in (("weight", w), ("bias", b))}
+        tensors = {f"hidden.{i}.{n}": t for i, (w, b) in enumerate(self.hidden)
+                   for n, t in (("weight", w), ("bias", b))}
         tensors |= {"mean.weight": self.mean[0], "mean.bias": self.mean[1],
                     "action_low": self.action_low, "action_high": self.action_high}
         if self.log_std is not None:
@@ -93,7 +94,7 @@ def actor_from_sb3(model, info: dict) -> TeacherActor:
     import torch.nn as nn
 
     actor = model.actor
-    as_np = lambda t: t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
+    as_np = lambda t: t.detach().cpu().numpy().astype(np.float32)
     space = model.action_space
     if not hasattr(actor, "latent_pi"):  # TD3
         layers = list(actor.mu)

@@ -86,7 +86,7 @@ def bc_losses(model: PolicyModel, batch: dict[str, torch.Tensor], value_scale: f
     mask = batch["loss_mask"].float()
     count = mask.sum().clamp_min(1.0)
     low, high = model.action_low, model.action_high
-    to_unit = lambda a: 2.0 * (a - low) / (high - low) - 1.0  # noqa: E731
+    to_unit = lambda a: 2.0 * (a - low) / (high - low) - 1.0
     action = (((torch.tanh(mu) - to_unit(batch["targets"])) ** 2).mean(-1) * mask).sum() / count
     behaviour = torch.atanh(to_unit(batch["behaviour"]).clamp(-LOG_STD_FIT_CLIP, LOG_STD_FIT_CLIP))
     log_std = aux.log_std.clamp(-5.0, 2.0)

@@ -58,7 +58,8 @@ class WindowSampler:
         self.lengths = lengths
         # Slot i of an episode: state s_{i-1} (s_0 for BOS), action slot a_{i-1} (zeros for BOS).
         self.states = np.concatenate([e.observations[np.maximum(np.arange(len(e.actions)) - 1, 0)] for e in episodes])
-        self.actions = np.concatenate([np.concatenate([np.zeros_like(e.actions[:1]), e.actions[:-1]]) for e in episodes])
+        self.actions = np.concatenate([np.concatenate([np.zeros_like(e.actions[:1]), e.actions[:-1]])
+                                       for e in episodes])
         self.targets = np.concatenate([e.expert_actions for e in episodes])
         self.behaviour = np.concatenate([e.actions for e in episodes])
         self.returns = np.concatenate([discounted_returns(e.rewards, gamma) for e in episodes])

@@ -37,9 +37,7 @@ def export_bundle(policy, path: str | Path, *, env_id: str | None = None, overwr
 
     The write is atomic: a temporary folder is filled, read back, validated and renamed.
     """
-    from gptrl.exporter.causal.runner import PolicyRunner
-
-    if isinstance(policy, PolicyRunner):
+    if isinstance(getattr(policy, "model", None), PolicyModel):  # a PolicyRunner
         policy = policy.model
     if isinstance(policy, PolicyModel):
         config, tensors = policy.config, bundle_tensors(policy)

@@ -313,7 +313,8 @@ class PolicyModel(nn.Module):
         attn_mask: Tensor | None = None,
     ) -> PolicyOutput:
         """The heads of ``features``."""
-        return self.heads(self.features(states, actions, is_bos, padding_mask, positions=positions, attn_mask=attn_mask))
+        h = self.features(states, actions, is_bos, padding_mask, positions=positions, attn_mask=attn_mask)
+        return self.heads(h)
 
     def features(
         self,
@@ -407,6 +408,7 @@ def init_weights(model: PolicyModel, seed: int | None = None) -> PolicyModel:
             elif "norm" in name or ".ln_" in name:
                 p.fill_(1.0)
             else:
-                std = 0.02 * (depth_scale if name.endswith(("o_proj.weight", "down_proj.weight", "c_proj.weight")) else 1.0)
+                residual = name.endswith(("o_proj.weight", "down_proj.weight", "c_proj.weight"))
+                std = 0.02 * (depth_scale if residual else 1.0)
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
     return model

@@ -102,4 +102,5 @@ def load_runner_from_hub(
         repo_id, subfolder=subfolder, revision=revision, cache_dir=cache_dir, token=token,
         local_files_only=local_files_only,
     )
-    return load_runner(path, num_envs=num_envs, kv_cache_max_len=kv_cache_max_len, bos_cache_mode=bos_cache_mode, device=device)
+    return load_runner(path, num_envs=num_envs, kv_cache_max_len=kv_cache_max_len, bos_cache_mode=bos_cache_mode,
+                       device=device)

@@ -197,7 +197,7 @@ def one_line(exc: BaseException) -> str:
 
 def run_command(name: str, func, args: Any, debug: bool) -> int:
     """Run a command function; turn any error into one line on stderr (a traceback with ``debug``)."""
-    from gptrl.fileio import signals_raise
+    from gptrl.fileio import RECEIVED_SIGNALS, signals_raise
 
     try:
         with signals_raise():
@@ -205,9 +205,14 @@ def run_command(name: str, func, args: Any, debug: bool) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return 1
-    except SystemExit:
-        raise
+    except SystemExit as exc:
+        if RECEIVED_SIGNALS:
+            print(f"{name}: stopped by signal {RECEIVED_SIGNALS[-1]}; nothing was left half-written", file=sys.stderr)
+        raise exc from None
     except Exception as exc:
+        if RECEIVED_SIGNALS:  # the signal's SystemExit surfaced as another exception
+            print(f"{name}: stopped by signal {RECEIVED_SIGNALS[-1]}; nothing was left half-written", file=sys.stderr)
+            return 128 + RECEIVED_SIGNALS[-1]
         if debug:
             raise
         print(f"{name}: error: {one_line(exc)}", file=sys.stderr)

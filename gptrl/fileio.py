@@ -220,11 +220,19 @@ def sha256_file(path: str | Path) -> str:
 # -- signals -----------------------------------------------------------------------------------------------------
 
 
+RECEIVED_SIGNALS: list[int] = []  # what signals_raise caught, so a caller can tell an interruption from an error
+
+
 @contextlib.contextmanager
 def signals_raise(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into ``SystemExit(128 + signum)`` so ``finally`` blocks (temporaries) run."""
+    """Turn SIGTERM/SIGHUP into ``SystemExit(128 + signum)`` so ``finally`` blocks (temporaries) run.
+
+    Library code may turn that exception into another (an import interrupted halfway raises ImportError), so the
+    signal is also recorded in ``RECEIVED_SIGNALS``.
+    """
 
     def handler(signum, frame):
+        RECEIVED_SIGNALS.append(signum)
         raise SystemExit(128 + signum)
 
     previous = {}

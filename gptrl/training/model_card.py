@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,11 +35,6 @@ def _fmt(x: float) -> str:
 def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history: dict) -> str:
     bundle = load_bundle(bundle_dir)
     c, m = bundle.config, bundle.config.model
-    target = REFERENCE_PROJECT_RETURNS.get(env_id)
-    verdict = ""
-    if target is not None:
-        verdict = (f"above the reference project's published {target:.2f}" if result["return_mean"] >= target
-                   else f"**below** the reference project's published {target:.2f}")
     cfg, best = history["config"], history["best"]
     exp, med = teachers["expert"], teachers["medium"]
     recipe = get_recipe(env_id)
@@ -60,11 +56,9 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
         "",
         "| return (mean +- std) | normalised score | episode length (mean +- std) | min / max return |",
         "|---|---|---|---|",
-        f"| {result['return_mean']:.2f} +- {result['return_std']:.2f} | {result['normalized_score']:.1f} | "
-        f"{result['length_mean']:.1f} +- {result['length_std']:.1f} | "
-        f"{min(result['returns']):.1f} / {max(result['returns']):.1f} |",
+        results_row(result),
         "",
-        f"The mean is {verdict}." if verdict else "",
+        verdict(env_id, result),
         "Normalised score = 100 (return - random) / (expert - random) with gptrl's references "
         "(`gptrl.evaluation.REFERENCE_RETURNS`). Per-episode returns are in `eval.json`.",
         "",
@@ -123,13 +117,50 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
     return "\n".join(line for line in lines if line is not None)
 
 
+_RESULTS_ROW = re.compile(r"(\| return \(mean \+- std\) \|[^\n]*\n\|[-|]*\|\n)\|[^\n]*\|\n")
+_VERDICT = re.compile(r"The mean is (above|\*\*below\*\*) the reference project's published [0-9.]+\.")
+
+
+def results_row(result: dict) -> str:
+    return (f"| {result['return_mean']:.2f} +- {result['return_std']:.2f} | {result['normalized_score']:.1f} | "
+            f"{result['length_mean']:.1f} +- {result['length_std']:.1f} | "
+            f"{min(result['returns']):.1f} / {max(result['returns']):.1f} |")
+
+
+def verdict(env_id: str, result: dict) -> str:
+    target = REFERENCE_PROJECT_RETURNS.get(env_id)
+    if target is None:
+        return ""
+    side = "above" if result["return_mean"] >= target else "**below**"
+    return f"The mean is {side} the reference project's published {target:.2f}."
+
+
+def refresh(env_id: str, bundle_dir: Path) -> dict:
+    """Re-measure a published bundle (after a re-export) and update the numbers in its card and eval.json only."""
+    card = (bundle_dir / "README.md").read_text()
+    if not _RESULTS_ROW.search(card):
+        raise ValueError(f"{bundle_dir / 'README.md'}: no results table to refresh; render the card with `make card`")
+    result = measure(bundle_dir)
+    card = _RESULTS_ROW.sub(lambda m: m.group(1) + results_row(result) + "\n", card, count=1)
+    card = _VERDICT.sub(verdict(env_id, result), card, count=1)
+    write_json(bundle_dir / "eval.json", result)
+    write_text(bundle_dir / "README.md", card)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("env_id")
     p.add_argument("--run", type=Path, help="training run folder (default runs/train/ENV)")
+    p.add_argument("--refresh", action="store_true",
+                   help="only re-measure and update the card's numbers (after a re-export; needs no training run)")
     a = p.parse_args(argv)
     recipe = get_recipe(a.env_id)
     bundle_dir = recipe.bundle_dir
+    if a.refresh:
+        result = refresh(a.env_id, bundle_dir)
+        print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} -> {bundle_dir}/README.md")
+        return
     history = read_json((a.run or Path("runs/train") / a.env_id) / "history.json")
     teachers = read_json(recipe.teacher_dir / "teachers.json")
     result = measure(bundle_dir)

@@ -1,6 +1,6 @@
 """The reference-compatible rollout runner on torch: a KV cache carries each episode.
 
-Rollout contract (format doc, section 4): the head on the newest token emits the NEXT
+Rollout contract (docs/format.md, "Rollout contract"): the head on the newest token emits the NEXT
 action. ``reset(s0)`` queues the BOS token (s0, 0, 1); the first ``act`` runs it and returns
 a0; each later ``act(s_t)`` appends the completed token (s_{t-1}, a_{t-1}, 0) and returns a_t.
 Nothing is ever re-encoded: the cache is a ring of ``kv_cache_max_len`` slots (layout and

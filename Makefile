@@ -7,7 +7,7 @@ PIP_INSTALL := $(PIP) install --constraint constraints.txt
 
 DEMO_BUNDLE ?= bundles/hopper-v5
 
-.PHONY: install install-runtime test lint demo export bench teacher data train card clean
+.PHONY: install install-runtime test lint demo export bench soak teacher data train card clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ export: install
 
 bench: install
 	$(PY) benchmarks/step_latency.py
+
+# 1M closed-loop steps at batch 1 and 64 (d256, context 32): resident memory at the start and the end.
+soak: install
+	$(PY) benchmarks/soak.py
 
 # The training pipeline, one stage per target, for one env of gptrl/training/recipes.py:
 #   make teacher ENV=Hopper-v5   the recipe's SAC or TQC teacher (resumable, runs/teachers/ENV), then the actors in teachers/

@@ -95,10 +95,19 @@ def _cmd_convert_legacy(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from gptrl.exporter.onnx_export import export_onnx
 
-    out = export_onnx(args.bundle, args.output, variant="portable" if args.opset == 18 else "attention",
-                      verify=not args.no_verify)
+    if args.stateful:
+        if args.opset is not None:
+            raise ValueError("--stateful and --opset exclude each other (a stateful graph is opset 18)")
+        variant = "stateful"
+    else:
+        if args.kv is not None:
+            raise ValueError("--kv fixes the cache length of a stateful graph; add --stateful")
+        variant = "portable" if args.opset == 18 else "attention"
+    out = export_onnx(args.bundle, args.output, variant=variant, verify=not args.no_verify, kv=args.kv)
     verified = "" if args.no_verify else ", verified against the torch PolicyRunner"
-    print(f"wrote {out} (opset {args.opset}{verified})")
+    from gptrl.bundle.policy_graph import VARIANT_OPSETS
+
+    print(f"wrote {out} ({variant} graph, opset {VARIANT_OPSETS[variant]}{verified})")
     return 0
 
 
@@ -163,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export the single-step policy to ONNX (verified against the torch runner)")
     p.add_argument("bundle")
     p.add_argument("-o", "--output", help="output .onnx file (default BUNDLE/policy.onnx)")
-    p.add_argument("--opset", type=int, choices=(18, 24), default=24,
+    p.add_argument("--opset", type=int, choices=(18, 24), default=None,
                    help="24: Attention + in-place TensorScatter (default); 18: portable graph for older runtimes")
+    p.add_argument("--stateful", action="store_true",
+                   help="obs, reset, state_in.* -> action, state_out.*: one graph any ONNX runtime drives alone")
+    p.add_argument("--kv", type=positive_int, help="stateful: the cache length fixed in the graph "
+                                                   "(default: the bundle's context length)")
     p.add_argument("--no-verify", action="store_true", help="skip the closed-loop check against the torch runner")
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("eval", help="evaluate a bundle: one episode per seed, returns and normalised score")

@@ -16,7 +16,7 @@ from gptrl.bundle.schema import BOS_CACHE_MODES, BosCacheMode
 
 PositionMode = Literal["shared", "per_row"]
 POSITION_MODES: tuple[str, ...] = get_args(PositionMode)
-GraphVariant = Literal["attention", "portable"]
+GraphVariant = Literal["attention", "portable", "stateful"]
 Backend = Literal["onnx", "torch"]
 
 __all__ = ["BOS_CACHE_MODES", "POSITION_MODES", "Actor", "Backend", "BosCacheMode", "EpisodeStats", "EvalResult",

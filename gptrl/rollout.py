@@ -43,6 +43,97 @@ MAX_CACHE_BYTES = 8 << 30  # keys + values of every layer, float32
 MAX_ABS_OBSERVATION = 1e12  # larger finite inputs overflow float32 inside the network (normaliser, norms)
 
 
+def check_batch(value: Any, num_envs: int, width: int, what: str) -> tuple[np.ndarray, bool]:
+    """``value`` as float32 [num_envs, width] and whether the caller passed one unbatched row; refuses a wrong
+    shape, NaN or inf, and values past ``MAX_ABS_OBSERVATION`` with a ValueError naming the rows."""
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be numeric, got {type(value).__name__}") from None
+    b = num_envs
+    if array.shape == (width,) and b == 1:
+        array, single = array[None], True
+    elif array.shape == (b, width):
+        single = False
+    else:
+        expected = f"({width},) or (1, {width})" if b == 1 else f"({b}, {width})"
+        raise ValueError(f"{what} has shape {array.shape}, expected {expected} for num_envs={b}")
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{what} holds non-finite values (NaN or inf) in rows {np.flatnonzero(bad).tolist()}")
+    huge = (np.abs(array) > MAX_ABS_OBSERVATION).any(axis=1)
+    if huge.any():
+        raise ValueError(f"{what} holds values beyond +-{MAX_ABS_OBSERVATION:g} in rows "
+                         f"{np.flatnonzero(huge).tolist()} (they would overflow float32 inside the network)")
+    return array, single
+
+
+def check_mask(done_mask: Any, num_envs: int) -> np.ndarray:
+    """A [num_envs] bool mask from booleans or 0/1."""
+    mask = np.asarray(done_mask)
+    if mask.shape != (num_envs,):
+        raise ValueError(f"done_mask has shape {mask.shape}, expected ({num_envs},) (one flag per env)")
+    if mask.dtype != bool:
+        if not np.issubdtype(mask.dtype, np.number) or not np.isin(mask, (0, 1)).all():
+            raise ValueError(f"done_mask must hold booleans or 0/1, got {mask.tolist()}")
+        mask = mask.astype(bool)
+    return mask
+
+
+def check_outputs(actions: np.ndarray, value: np.ndarray, term: np.ndarray | None, steps: np.ndarray) -> None:
+    """Raise NonFiniteOutputError naming the rows and steps where a policy produced NaN or inf."""
+    bad = ~np.isfinite(actions).all(axis=1) | ~np.isfinite(value)
+    if term is not None:
+        bad |= ~np.isfinite(term)
+    if bad.any():
+        rows = np.flatnonzero(bad).tolist()
+        where = ", ".join(f"row {r} at step {int(steps[r])}" for r in rows[:8])
+        raise NonFiniteOutputError(
+            f"the policy produced a non-finite output (NaN or inf) in {where}; its inputs or weights are out "
+            "of range (the step was not taken)")
+
+
+class PolicyBase:
+    """What every runner shares on top of ``_act_with_info``: ``act`` and Stable-Baselines3's ``predict``."""
+
+    num_envs: int
+
+    def act_with_info(self, obs: Any) -> tuple[np.ndarray, StepInfo]:
+        raise NotImplementedError
+
+    def reset_rows(self, done_mask: Any) -> None:
+        raise NotImplementedError
+
+    def _never_started(self) -> np.ndarray:
+        """[num_envs] bool: rows that have no episode yet."""
+        raise NotImplementedError
+
+    def act(self, obs: Any) -> np.ndarray:
+        """The action for the current step: float32 [A] for one env, [B, A] for a batch."""
+        return self.act_with_info(obs)[0]
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True):
+        """Stable-Baselines3's convention: ``(action, state)``; ``episode_start`` flags new episodes.
+
+        A row flagged in ``episode_start`` (or never started) takes this observation as its
+        first state, so SB3's ``evaluate_policy`` can drive the policy through a VecEnv.
+        The recurrent ``state`` lives inside the policy and is passed back unchanged.
+        """
+        if not deterministic:
+            raise ValueError("this policy only produces deterministic actions (tanh of the mean); "
+                             "pass deterministic=True")
+        if episode_start is None:
+            starts = np.zeros(self.num_envs, dtype=bool)
+        else:
+            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
+        if starts.shape != (self.num_envs,):
+            raise ValueError(f"episode_start has shape {np.shape(episode_start)}, expected ({self.num_envs},)")
+        starts = starts | self._never_started()
+        if starts.any():
+            self.reset_rows(starts)
+        return self.act(observation), state
+
+
 class RowPhase(IntEnum):
     NOT_STARTED = 0  # never reset: acting is an error
     AWAIT_OBS = 1  # reset_rows flagged it: the next observation is its s0
@@ -154,27 +245,7 @@ class RolloutState:
     # -- checks -----------------------------------------------------------------
 
     def _batch(self, value: Any, width: int, what: str) -> tuple[np.ndarray, bool]:
-        try:
-            array = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be numeric, got {type(value).__name__}") from None
-        b = self.num_envs
-        if array.shape == (width,) and b == 1:
-            array, single = array[None], True
-        elif array.shape == (b, width):
-            single = False
-        else:
-            expected = f"({width},) or (1, {width})" if b == 1 else f"({b}, {width})"
-            raise ValueError(f"{what} has shape {array.shape}, expected {expected} for num_envs={b}")
-        bad = ~np.isfinite(array).all(axis=1)
-        if bad.any():
-            raise ValueError(f"{what} holds non-finite values (NaN or inf) in rows {np.flatnonzero(bad).tolist()}")
-        huge = (np.abs(array) > MAX_ABS_OBSERVATION).any(axis=1)
-        if huge.any():
-            raise ValueError(f"{what} holds values beyond +-{MAX_ABS_OBSERVATION:g} in rows "
-                             f"{np.flatnonzero(huge).tolist()} "
-                             "(they would overflow float32 inside the network)")
-        return array, single
+        return check_batch(value, self.num_envs, width, what)
 
     def check_actions(self, action: Any, step: StepInputs) -> np.ndarray:
         actions, single = self._batch(action, self.action_dim, "action")
@@ -195,13 +266,7 @@ class RolloutState:
         self.steps[:] = 0
 
     def reset_rows(self, done_mask: Any) -> None:
-        mask = np.asarray(done_mask)
-        if mask.shape != (self.num_envs,):
-            raise ValueError(f"done_mask has shape {mask.shape}, expected ({self.num_envs},) (one flag per env)")
-        if mask.dtype != bool:
-            if not np.issubdtype(mask.dtype, np.number) or not np.isin(mask, (0, 1)).all():
-                raise ValueError(f"done_mask must hold booleans or 0/1, got {mask.tolist()}")
-            mask = mask.astype(bool)
+        mask = check_mask(done_mask, self.num_envs)
         self.phase[mask] = RowPhase.AWAIT_OBS
         self.pending_action[mask] = 0.0
         self.valid[mask] = False
@@ -239,19 +304,10 @@ class RolloutState:
         self.steps += 1
 
     def check_outputs(self, actions: np.ndarray, value: np.ndarray, term: np.ndarray | None) -> None:
-        """Raise NonFiniteOutputError naming the rows and steps where the policy produced NaN or inf."""
-        bad = ~np.isfinite(actions).all(axis=1) | ~np.isfinite(value)
-        if term is not None:
-            bad |= ~np.isfinite(term)
-        if bad.any():
-            rows = np.flatnonzero(bad).tolist()
-            where = ", ".join(f"row {r} at step {int(self.steps[r])}" for r in rows[:8])
-            raise NonFiniteOutputError(
-                f"the policy produced a non-finite output (NaN or inf) in {where}; its inputs or weights are out "
-                "of range (the step was not taken)")
+        check_outputs(actions, value, term, self.steps)
 
 
-class CachedPolicy:
+class CachedPolicy(PolicyBase):
     """The public contract both runners share; subclasses implement ``_forward``.
 
     ``_forward(step)`` runs the model on ``step``'s tokens against the cache (at
@@ -297,9 +353,8 @@ class CachedPolicy:
 
     # -- stepping ---------------------------------------------------------------
 
-    def act(self, obs: Any) -> np.ndarray:
-        """The action for the current step: float32 [A] for one env, [B, A] for a batch."""
-        return self.act_with_info(obs)[0]
+    def _never_started(self) -> np.ndarray:
+        return self.state.phase == RowPhase.NOT_STARTED
 
     def act_with_info(self, obs: Any) -> tuple[np.ndarray, StepInfo]:
         """``act`` plus the value estimate and termination probability of the same token.
@@ -323,24 +378,3 @@ class CachedPolicy:
         actions, value, term = self._forward(step)
         self.state.check_outputs(actions, value, term)
         self.state.end_step(step, taken)
-
-    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True):
-        """Stable-Baselines3's convention: ``(action, state)``; ``episode_start`` flags new episodes.
-
-        A row flagged in ``episode_start`` (or never started) takes this observation as its
-        first state, so SB3's ``evaluate_policy`` can drive the policy through a VecEnv.
-        The recurrent ``state`` lives inside the policy and is passed back unchanged.
-        """
-        if not deterministic:
-            raise ValueError("this policy only produces deterministic actions (tanh of the mean); "
-                             "pass deterministic=True")
-        if episode_start is None:
-            starts = np.zeros(self.num_envs, dtype=bool)
-        else:
-            starts = np.asarray(episode_start, dtype=bool).reshape(-1)
-        if starts.shape != (self.num_envs,):
-            raise ValueError(f"episode_start has shape {np.shape(episode_start)}, expected ({self.num_envs},)")
-        starts = starts | (self.state.phase == RowPhase.NOT_STARTED)
-        if starts.any():
-            self.reset_rows(starts)
-        return self.act(observation), state

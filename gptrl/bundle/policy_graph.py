@@ -28,9 +28,17 @@ KEY_WEIGHTS_SHA256 = "gptrl.weights_sha256"
 KEY_VERSION = "gptrl.version"
 KEY_CACHE_LAYOUT = "gptrl.cache_layout"
 KEY_GRAPH_SHA256 = "gptrl.graph_sha256"
+KEY_IO = "gptrl.io"  # stateful graphs: the I/O convention
+KEY_KV = "gptrl.kv_cache_max_len"  # stateful graphs: the cache length fixed at export
+KEY_BOS_CACHE_MODE = "gptrl.bos_cache_mode"  # stateful graphs: fixed at export
+STATEFUL_IO = "stateful-v1"
 
-Variant = Literal["attention", "portable"]
-VARIANT_OPSETS: dict[str, int] = {"portable": 18, "attention": 24}
+Variant = Literal["attention", "portable", "stateful"]
+VARIANT_OPSETS: dict[str, int] = {"portable": 18, "attention": 24, "stateful": 18}
+
+# The state of a stateful graph, per row (all float32; all zeros = a fresh policy): name -> shape after the batch.
+# key.{i} is stored transposed [heads, head_dim, kv] like the portable graph's cache; see docs/stateful.md.
+STATE_TENSORS = ("prev_obs", "prev_action", "started", "valid", "slot")
 
 CACHE_LAYOUTS = {
     "portable": {
@@ -45,6 +53,14 @@ CACHE_LAYOUTS = {
         "write_index": "[batch] int64 ring slot of the new token",
         "present_key.{i}/present_value.{i}": "the ring after TensorScatter (bind to past's buffer for in-place)",
     },
+    "stateful": {
+        "state_in.key.{i}": "[batch, heads, head_dim, kv] (keys stored transposed)",
+        "state_in.value.{i}": "[batch, heads, kv, head_dim]",
+        "state_in.valid": "[batch, kv] 1.0 where the slot holds an entry of the row's episode",
+        "state_in.slot": "[batch] next ring slot to write",
+        "state_in.prev_obs/prev_action": "[batch, S] / [batch, A] the previous observation and action taken",
+        "state_in.started": "[batch] 1.0 once the row has begun an episode (0: the next call begins one)",
+    },
 }
 
 
@@ -55,12 +71,40 @@ class TensorSpec:
     shape: tuple[int | str, ...]  # a string is a dynamic axis
 
 
-def io_spec(variant: str, config: BundleConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The (inputs, outputs) of the step graph of ``variant`` for ``config`` (docs/format.md, "Exported graphs")."""
+def state_spec(config: BundleConfig, kv: int) -> list[TensorSpec]:
+    """The state tensors of a stateful graph (without the ``state_in.`` / ``state_out.`` prefix)."""
+    m = config.model
+    H, hd = m.num_heads, m.head_dim
+    specs = [TensorSpec("prev_obs", "float32", ("batch", config.state_dim)),
+             TensorSpec("prev_action", "float32", ("batch", config.action_dim)),
+             TensorSpec("started", "float32", ("batch",)), TensorSpec("valid", "float32", ("batch", kv)),
+             TensorSpec("slot", "float32", ("batch",))]
+    for i in range(m.num_layers):
+        specs += [TensorSpec(f"key.{i}", "float32", ("batch", H, hd, kv)),
+                  TensorSpec(f"value.{i}", "float32", ("batch", H, kv, hd))]
+    return specs
+
+
+def io_spec(variant: str, config: BundleConfig, kv: int | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The (inputs, outputs) of the step graph of ``variant`` for ``config`` (docs/format.md, "Exported graphs").
+
+    ``kv``: the cache length a stateful graph was exported with (it is fixed there).
+    """
     if variant not in VARIANT_OPSETS:
         raise ValueError(f"variant must be one of {sorted(VARIANT_OPSETS)}, got {variant!r}")
     m = config.model
     S, A, H, hd = config.state_dim, config.action_dim, m.num_heads, m.head_dim
+    if variant == "stateful":
+        if kv is None:
+            raise ValueError("a stateful graph's I/O depends on its cache length: pass kv")
+        state = state_spec(config, kv)
+        inputs = [TensorSpec("obs", "float32", ("batch", S)), TensorSpec("reset", "bool", ("batch",))]
+        inputs += [TensorSpec(f"state_in.{t.name}", t.dtype, t.shape) for t in state]
+        outputs = [TensorSpec("action", "float32", ("batch", A)), TensorSpec("value", "float32", ("batch",))]
+        if m.use_eos:
+            outputs.append(TensorSpec("termination_prob", "float32", ("batch",)))
+        outputs += [TensorSpec(f"state_out.{t.name}", t.dtype, t.shape) for t in state]
+        return inputs, outputs
     inputs = [TensorSpec("state", "float32", ("batch", S)), TensorSpec("action", "float32", ("batch", A)),
               TensorSpec("is_bos", "float32", ("batch",)), TensorSpec("position", "int64", ("batch",))]
     outputs = [TensorSpec("action_out", "float32", ("batch", A)), TensorSpec("value", "float32", ("batch",)),
@@ -88,6 +132,8 @@ class PolicyMetadata:
     weights_sha256: str
     version: str
     graph_sha256: str = ""
+    kv_cache_max_len: int | None = None  # fixed in a stateful graph
+    bos_cache_mode: str | None = None  # fixed in a stateful graph
 
 
 def read_metadata(props: dict[str, str], source: str) -> PolicyMetadata:
@@ -102,13 +148,25 @@ def read_metadata(props: dict[str, str], source: str) -> PolicyMetadata:
         raise BundleError(f"{source}: metadata '{KEY_VARIANT}' = {variant!r} is not one of {sorted(CACHE_LAYOUTS)}")
     data = loads_json(props.get(KEY_CONFIG, ""), f"{source} metadata '{KEY_CONFIG}'")
     config = parse_config(data, f"{source} metadata '{KEY_CONFIG}'")
+    kv = bos = None
+    if variant == "stateful":
+        if props.get(KEY_IO) != STATEFUL_IO:
+            raise BundleError(f"{source}: metadata '{KEY_IO}' = {props.get(KEY_IO)!r}, expected {STATEFUL_IO!r}")
+        try:
+            kv = int(props.get(KEY_KV, ""))
+        except ValueError:
+            raise BundleError(f"{source}: metadata '{KEY_KV}' must be an integer, got {props.get(KEY_KV)!r}") from None
+        bos = props.get(KEY_BOS_CACHE_MODE)
+        if kv < 1 or bos not in ("discard", "retain"):
+            raise BundleError(f"{source}: metadata '{KEY_KV}' = {kv} / '{KEY_BOS_CACHE_MODE}' = {bos!r} are invalid")
     return PolicyMetadata(config, variant, props.get(KEY_WEIGHTS_SHA256, ""),  # type: ignore[arg-type]
-                          props.get(KEY_VERSION, ""), props.get(KEY_GRAPH_SHA256, ""))
+                          props.get(KEY_VERSION, ""), props.get(KEY_GRAPH_SHA256, ""), kv, bos)
 
 
-def metadata_props(config: BundleConfig, variant: str, weights_sha256: str, version: str) -> dict[str, str]:
+def metadata_props(config: BundleConfig, variant: str, weights_sha256: str, version: str, *,
+                   kv: int | None = None, bos_cache_mode: str | None = None) -> dict[str, str]:
     """The metadata map an export writes (the seal is added by :func:`seal`)."""
-    return {
+    props = {
         KEY_FORMAT: FORMAT,
         KEY_VARIANT: variant,
         KEY_CONFIG: json.dumps(config.to_dict()),
@@ -117,6 +175,9 @@ def metadata_props(config: BundleConfig, variant: str, weights_sha256: str, vers
         KEY_CACHE_LAYOUT: json.dumps(CACHE_LAYOUTS[variant]),
         KEY_GRAPH_SHA256: SEAL_PLACEHOLDER,
     }
+    if variant == "stateful":
+        props |= {KEY_IO: STATEFUL_IO, KEY_KV: str(kv), KEY_BOS_CACHE_MODE: str(bos_cache_mode)}
+    return props
 
 
 # -- the seal: a sha256 of the whole file, stored inside it -------------------------------------------------------

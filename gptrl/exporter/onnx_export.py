@@ -18,6 +18,7 @@ from gptrl.bundle.policy_graph import VARIANT_OPSETS, metadata_props
 from gptrl.contract import GraphVariant
 from gptrl.fileio import atomic_path, sha256_file
 from gptrl.graph import build_step_graph, serialize
+from gptrl.rollout import resolve_serving
 from gptrl.synthetic import ClosedLoopEnv
 
 DEFAULT_VARIANT: GraphVariant = "attention"
@@ -27,11 +28,18 @@ class ExportVerificationError(RuntimeError):
     """The exported graph does not reproduce the torch PolicyRunner."""
 
 
-def build_policy_graph(bundle: Bundle, variant: GraphVariant = DEFAULT_VARIANT) -> onnx.ModelProto:
-    """The step graph with its metadata (config, weights digest, version, seal placeholder), checked by onnx."""
-    model = build_step_graph(bundle, variant)
+def build_policy_graph(bundle: Bundle, variant: GraphVariant = DEFAULT_VARIANT, *, kv: int | None = None,
+                       bos_cache_mode: str | None = None) -> onnx.ModelProto:
+    """The step graph with its metadata (config, weights digest, version, seal placeholder), checked by onnx.
+
+    A stateful graph fixes ``kv`` (default: the bundle's context length) and ``bos_cache_mode`` (default: the
+    bundle's, else "discard"); the other variants take both at run time.
+    """
+    kv, mode = resolve_serving(bundle.config, kv, bos_cache_mode)
+    model = build_step_graph(bundle, variant, kv=kv, bos_cache_mode=mode)
+    fixed = {"kv": kv, "bos_cache_mode": mode} if variant == "stateful" else {}
     onnx.helper.set_model_props(model, metadata_props(bundle.config, variant, sha256_file(bundle.path / WEIGHTS_FILE),
-                                                      __version__))
+                                                      __version__, **fixed))
     model.doc_string = (f"gptrl single-step policy ({variant}, opset {VARIANT_OPSETS[variant]}) for "
                         f"{bundle.config.env_id or 'an unnamed env'}")
     onnx.checker.check_model(model, full_check=True)
@@ -45,20 +53,28 @@ def export_onnx(
     variant: GraphVariant = DEFAULT_VARIANT,
     verify: bool = True,
     tolerance: float = 1e-4,
+    kv: int | None = None,
+    bos_cache_mode: str | None = None,
 ) -> Path:
     """Export the bundle's single-step policy to ``out`` (default ``bundle_dir/policy.onnx``).
 
     ``variant``: "attention" (opset 24 Attention + in-place TensorScatter, the default) or "portable" (opset 18,
-    for runtimes without those ops). The file is written to a temporary name, checked with onnx.checker, verified
-    against the torch PolicyRunner on a closed-loop rollout longer than 3x the context with a row reset, and only
-    then renamed over ``out``.
+    for runtimes without those ops), or "stateful" (``obs, reset, state_in.* -> action, ..., state_out.*``, standard
+    opset-18 ops, ``kv`` and ``bos_cache_mode`` fixed; docs/stateful.md). The file is written to a temporary name,
+    checked with onnx.checker, verified against the torch PolicyRunner on a closed-loop rollout longer than 3x the
+    context with a row reset, and only then renamed over ``out``.
     """
+    if variant not in VARIANT_OPSETS:
+        raise ValueError(f"variant must be one of {sorted(VARIANT_OPSETS)}, got {variant!r}")
+    if variant != "stateful" and (kv is not None or bos_cache_mode is not None):
+        raise ValueError("kv and bos_cache_mode are fixed at export only in a stateful graph; the attention and "
+                         "portable graphs take them when loaded")
     bundle_dir = Path(bundle_dir)
     out = Path(out) if out is not None else bundle_dir / POLICY_FILE
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; give the .onnx file to write (e.g. {out / POLICY_FILE})")
     bundle = load_bundle(bundle_dir)
-    data = serialize(build_policy_graph(bundle, variant))
+    data = serialize(build_policy_graph(bundle, variant, kv=kv, bos_cache_mode=bos_cache_mode))
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
         if verify:
@@ -77,8 +93,9 @@ def verify_export(onnx_path: str | Path, bundle: Bundle, *, tolerance: float = 1
     from gptrl.runtime.policy import load_policy
 
     c = bundle.config
-    reference = load_runner(bundle, num_envs=num_envs)
     policy = load_policy(onnx_path, num_envs=num_envs)
+    reference = load_runner(bundle, num_envs=num_envs, kv_cache_max_len=policy.kv_cache_max_len,
+                            bos_cache_mode=policy.bos_cache_mode, positions=policy.positions)
     norm = bundle.normalizer
     env = ClosedLoopEnv(c.state_dim, c.action_dim, num_envs, mean=norm.mean if norm.enabled else None,
                         std=norm.std if norm.enabled else None, seed=seed)

@@ -9,6 +9,10 @@ weights can target two op sets (I/O in ``gptrl.bundle.policy_graph.io_spec``, la
 ``attention`` (opset 24: RotaryEmbedding, Attention, TensorScatter; the default)
     TensorScatter writes the new key/value at ``write_index`` (in place when the runtime binds present to past's
     buffer), then Attention reads the ring of kv + 1 slots under ``attn_mask``.
+``stateful`` (opset 18, standard ops only; docs/stateful.md)
+    ``obs, reset, state_in.* -> action, value, termination_prob, state_out.*``: the graph does the ring, mask and
+    position bookkeeping itself (per row, as a one-env runner), so any ONNX runtime drives it by feeding each
+    ``state_out.X`` back as ``state_in.X``. The cache length is fixed at export.
 
 State normalisation and the action encoding (atanh feedback, tanh squashing) are inside the graph; batch and
 cache length are dynamic. Each block below is one function; node names say where they sit
@@ -29,7 +33,7 @@ from gptrl.bundle.schema import ACTION_CLIP_EPS, GPT2_NORM_EPS, LLAMA_NORM_EPS
 from gptrl.graph.builder import GraphBuilder
 
 # onnxruntime reads IR versions up to 10 for these opsets; newer onnx packages default higher.
-IR_VERSION = {"portable": 8, "attention": 10}
+IR_VERSION = {"portable": 8, "attention": 10, "stateful": 8}
 INT64_MAX = int(np.iinfo(np.int64).max)  # "to the end" in Slice; runtimes clamp it (tract refuses 2**62 + symbols)
 
 
@@ -43,6 +47,12 @@ class _Step:
     mask: str = ""  # [B, 1, 1, slots] bool
     cos: str = ""  # RoPE tables (Llama)
     sin: str = ""
+    # The token's inputs: raw state [B, S], env-unit action [B, A], BOS flag [B] float, position [B] int64.
+    state: str = "state"
+    action: str = "action"
+    is_bos: str = "is_bos"
+    position: str = "position"
+    write: str = ""  # stateful: [B, 1, 1, kv] bool, the ring slot each row writes this step
 
     @property
     def t(self) -> dict[str, np.ndarray]:
@@ -56,15 +66,15 @@ def token_input(s: _Step) -> str:
     """[s_norm | atanh(action) * (1 - bos) | bos] -> input_proj -> h [B, 1, d]."""
     g, c, norm = s.g, s.bundle.config, s.bundle.normalizer
     with g.scope("input"):
-        states = "state"
+        states = s.state
         if norm.enabled:
-            centred = g.op("Sub", "state", g.weight("state_mean", norm.mean))
+            centred = g.op("Sub", s.state, g.weight("state_mean", norm.mean))
             states = g.op("Div", centred, g.weight("state_std", norm.std))
         low, high = c.action_low, c.action_high
-        unit = g.op("Sub", g.op("Div", g.op("Mul", g.op("Sub", "action", g.weight("action_low", low)), g.const(2.0)),
+        unit = g.op("Sub", g.op("Div", g.op("Mul", g.op("Sub", s.action, g.weight("action_low", low)), g.const(2.0)),
                                 g.weight("action_range", high - low)), g.const(1.0))
         clipped = g.op("Clip", unit, g.const(-1.0 + ACTION_CLIP_EPS), g.const(1.0 - ACTION_CLIP_EPS))
-        bos = g.op("Unsqueeze", "is_bos", g.const([1], np.int64))
+        bos = g.op("Unsqueeze", s.is_bos, g.const([1], np.int64))
         feedback = g.op("Mul", g.op("Atanh", clipped), g.op("Sub", g.const(1.0), bos))
         token = g.op("Unsqueeze", g.op("Concat", states, feedback, bos, axis=1), g.const([1], np.int64))  # [B, 1, F]
     return g.linear(token, s.t["input_proj.layers.0.weight"].T, s.t["input_proj.layers.0.bias"], "input_proj")
@@ -88,7 +98,7 @@ def rope_tables(s: _Step) -> None:
     hd = m.head_dim
     with g.scope("rope"):
         inv_freq = 1.0 / (m.rope_theta ** (np.arange(0, hd, 2, dtype=np.float32) / hd))
-        position = g.op("Unsqueeze", g.op("Cast", "position", to=onnx.TensorProto.FLOAT), g.const([1], np.int64))
+        position = g.op("Unsqueeze", g.op("Cast", s.position, to=onnx.TensorProto.FLOAT), g.const([1], np.int64))
         freqs = g.op("Mul", position, g.weight("inv_freq", inv_freq.astype(np.float32)))  # [B, hd/2]
         if s.variant == "attention":
             angles = g.op("Unsqueeze", freqs, g.const([1], np.int64))
@@ -101,7 +111,7 @@ def positional_embedding(s: _Step, h: str) -> str:
     """GPT2: h + wpe[position]."""
     g = s.g
     with g.scope("wpe"):
-        wpe = g.op("Gather", g.weight("weight", s.t["backbone.net.wpe.weight"]), "position", axis=0)
+        wpe = g.op("Gather", g.weight("weight", s.t["backbone.net.wpe.weight"]), s.position, axis=0)
         return g.op("Add", h, g.op("Unsqueeze", wpe, g.const([1], np.int64)))
 
 
@@ -151,6 +161,26 @@ def attend_portable(s: _Step, i: int, q: str, k: str, v: str) -> str:
     return y
 
 
+def attend_state(s: _Step, i: int, q: str, k: str, v: str) -> str:
+    """``stateful`` variant: attend as the portable graph does, then write k/v into the row's ring slot."""
+    g, m = s.g, s.bundle.config.model
+    H, hd = m.num_heads, m.head_dim
+    past_k, past_v = f"state_in.key.{i}", f"state_in.value.{i}"  # [B, H, hd, kv], [B, H, kv, hd]
+    qs = g.op("Mul", q, g.const(1.0 / math.sqrt(hd)))
+    scores_past = g.op("MatMul", qs, past_k)  # [B, H, 1, kv]
+    score_self = g.op("ReduceSum", g.op("Mul", qs, k), g.const([-1], np.int64), keepdims=1)
+    scores = g.op("Where", s.mask, g.op("Concat", scores_past, score_self, axis=-1), g.const(-np.inf))
+    probs = g.op("Softmax", scores, axis=-1)
+    y = g.op("Add", g.op("MatMul", g.slice_last(probs, 0, -1), past_v),
+             g.op("Mul", g.slice_last(probs, -1, INT64_MAX), v))
+    with g.scope("write"):  # Where, not arithmetic: the untouched slots stay bit-exact
+        k_column = g.op("Reshape", k, g.const([-1, H, hd, 1], np.int64))  # [B, H, 1, hd] -> [B, H, hd, 1]
+        write_t = g.op("Transpose", s.write, perm=[0, 1, 3, 2])  # [B, 1, kv, 1]
+        g.op("Where", s.write, k_column, past_k, outputs=[f"state_out.key.{i}"])
+        g.op("Where", write_t, v, past_v, outputs=[f"state_out.value.{i}"])
+    return y
+
+
 def attention(s: _Step, i: int, x: str) -> str:
     """Self-attention of layer i on the normed input x [B, 1, d]; returns its output projection [B, 1, d]."""
     g, m, t = s.g, s.bundle.config.model, s.t
@@ -169,7 +199,7 @@ def attention(s: _Step, i: int, x: str) -> str:
         if m.network == "llama":
             with g.scope("rope"):
                 q, k = rope(s, q), rope(s, k)
-        y = (attend_ring if s.variant == "attention" else attend_portable)(s, i, q, k, v)
+        y = {"attention": attend_ring, "portable": attend_portable, "stateful": attend_state}[s.variant](s, i, q, k, v)
         y = g.op("Reshape", y, g.const([-1, 1, d], np.int64))
         if m.network == "llama":
             return g.linear(y, t[p + "o_proj.weight"].T, None, "o_proj")
@@ -222,9 +252,11 @@ def final_norm(s: _Step, h: str) -> str:
     return layer_norm(g, h, t["backbone.net.ln_f.weight"], t["backbone.net.ln_f.bias"], "ln_f")
 
 
-def heads(s: _Step, h: str) -> None:
-    """mu, value and termination share one MatMul; the action leaves squashed into env units."""
+def heads(s: _Step, h: str) -> str:
+    """mu, value and termination share one MatMul; the action leaves squashed into env units. Returns its name."""
     g, c, t = s.g, s.bundle.config, s.t
+    stateful = s.variant == "stateful"
+    action_name = "action" if stateful else "action_out"
     A, use_eos = c.action_dim, c.model.use_eos
     with g.scope("heads"):
         used = [0, 2] + ([3] if use_eos else [])
@@ -234,31 +266,79 @@ def heads(s: _Step, h: str) -> None:
         low, high = c.action_low, c.action_high
         mu = g.slice_last(out, 0, A)
         g.op("Add", g.op("Mul", g.op("Tanh", mu), g.weight("action_half_range", (high - low) / 2)),
-             g.weight("action_mid", (high + low) / 2), outputs=["action_out"])
+             g.weight("action_mid", (high + low) / 2), outputs=[action_name])
         last = g.const([-1], np.int64)
         g.op("Squeeze", g.slice_last(out, A, A + 1), last, outputs=["value"])
         if use_eos:
             g.op("Squeeze", g.op("Sigmoid", g.slice_last(out, A + 1, A + 2)), last, outputs=["termination_prob"])
-        else:
+        elif not stateful:  # the step graphs always have this output; a stateful graph has it only with the head
             g.op("Mul", "value", g.const(0.0), outputs=["termination_prob"])
+    return action_name
+
+
+def stateful_bookkeeping(s: _Step, kv: int, bos_cache_mode: str) -> None:
+    """What ``gptrl.rollout`` does per row, as graph ops: which token each row feeds, its position, its mask, and
+    which ring slot it writes. Sets the token inputs and ``s.mask`` / ``s.write``; writes the small state outputs.
+
+    A row begins an episode when ``reset`` is set or it has never started (the all-zeros state): its token is the
+    BOS token (obs, 0, 1), which sees nothing older. Otherwise its token is (prev_obs, prev_action, 0) at position
+    = the number of valid entries, attending to them and itself. The token's key/value go to ``slot`` (the oldest
+    entry once the ring is full), except a BOS token's under bos_cache_mode "discard".
+    """
+    g = s.g
+    f32, i64, b = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.BOOL
+    one, zero = g.const(1.0), g.const(0.0)
+    axis1 = g.const([1], np.int64)
+    with g.scope("rollout"):
+        bos = g.op("Max", g.op("Cast", "reset", to=f32), g.op("Sub", one, "state_in.started"))  # [B] 1.0 = begins
+        keep = g.op("Sub", one, bos)
+        valid = g.op("Mul", "state_in.valid", g.op("Unsqueeze", keep, axis1))  # [B, kv]: a beginning row sees none
+        s.is_bos = bos
+        s.position = g.op("Cast", g.op("ReduceSum", valid, axis1, keepdims=0), to=i64)
+        s.state = g.op("Where", g.op("Cast", g.op("Unsqueeze", bos, axis1), to=b), "obs", "state_in.prev_obs")
+        s.action = "state_in.prev_action"  # zeroed for BOS tokens inside token_input
+        batch = g.op("Slice", g.op("Shape", "obs"), g.const([0], np.int64), g.const([1], np.int64))
+        self_valid = g.op("Expand", g.const([[1.0]]), g.op("Concat", batch, g.const([1], np.int64), axis=0))
+        s.mask = g.op("Unsqueeze", g.op("Cast", g.op("Concat", valid, self_valid, axis=1), to=b),
+                      g.const([1, 2], np.int64))  # [B, 1, 1, kv + 1]
+        slot = g.op("Mul", "state_in.slot", keep)  # a beginning row writes from slot 0
+        kept = keep if bos_cache_mode == "discard" else g.op("Add", keep, bos)  # [B] does this token stay cached
+        hit = g.op("Cast", g.op("Equal", g.const(np.arange(kv, dtype=np.float32)), g.op("Unsqueeze", slot, axis1)),
+                   to=f32)  # [B, kv] one-hot of the slot
+        write = g.op("Mul", hit, g.op("Unsqueeze", kept, axis1))
+        s.write = g.op("Cast", g.op("Unsqueeze", write, g.const([1, 2], np.int64)), to=b)  # [B, 1, 1, kv]
+        g.op("Max", valid, write, outputs=["state_out.valid"])
+        nxt = g.op("Add", slot, kept)
+        g.op("Where", g.op("Less", nxt, g.const(float(kv))), nxt, zero, outputs=["state_out.slot"])
+        g.op("Max", "state_in.started", bos, outputs=["state_out.started"])
+        g.op("Identity", "obs", outputs=["state_out.prev_obs"])
 
 
 # -- the graph ----------------------------------------------------------------------------------------------------
 
 
-def build_step_graph(bundle: Bundle, variant: str = "attention") -> onnx.ModelProto:
-    """The one-step graph for ``bundle``; its inputs and outputs are ``io_spec(variant, bundle.config)``."""
-    inputs, outputs = io_spec(variant, bundle.config)  # refuses an unknown variant
+def build_step_graph(bundle: Bundle, variant: str = "attention", *, kv: int | None = None,
+                     bos_cache_mode: str = "discard") -> onnx.ModelProto:
+    """The one-step graph for ``bundle``; its inputs and outputs are ``io_spec(variant, bundle.config, kv)``.
+
+    ``kv`` and ``bos_cache_mode`` are fixed into a stateful graph (the other variants take them at run time).
+    """
+    inputs, outputs = io_spec(variant, bundle.config, kv)  # refuses an unknown variant
     s = _Step(GraphBuilder(), bundle, variant)
+    if variant == "stateful":
+        stateful_bookkeeping(s, int(kv), bos_cache_mode)  # type: ignore[arg-type]
     h = token_input(s)
-    attention_mask(s)
+    if variant != "stateful":
+        attention_mask(s)
     if bundle.config.model.network == "llama":
         rope_tables(s)
     else:
         h = positional_embedding(s, h)
     for i in range(bundle.config.model.num_layers):
         h = decoder_layer(s, i, h)
-    heads(s, final_norm(s, h))
+    action = heads(s, final_norm(s, h))
+    if variant == "stateful":
+        s.g.op("Identity", action, outputs=["state_out.prev_action"])
     return s.g.model("gptrl_policy_step", inputs, outputs, VARIANT_OPSETS[variant], IR_VERSION[variant])
 
 

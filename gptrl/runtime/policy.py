@@ -21,6 +21,7 @@ from gptrl.errors import BundleError
 from gptrl.fileio import sha256_file
 from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, resolve_serving
 from gptrl.runtime.session import make_session, session_device
+from gptrl.runtime.stateful import StatefulPolicy
 
 log = logging.getLogger("gptrl.runtime")
 
@@ -144,7 +145,7 @@ def _bind_array(bind, name: str, array: np.ndarray) -> None:
 
 def check_graph_io(session: ort.InferenceSession, metadata: PolicyMetadata, source: str) -> None:
     """The session's inputs and outputs must be exactly those ``io_spec`` gives for the metadata's variant."""
-    want_in, want_out = io_spec(metadata.variant, metadata.config)
+    want_in, want_out = io_spec(metadata.variant, metadata.config, metadata.kv_cache_max_len)
     for kind, want, have in (("input", want_in, session.get_inputs()), ("output", want_out, session.get_outputs())):
         got = {arg.name: arg for arg in have}
         missing = [s.name for s in want if s.name not in got]
@@ -182,9 +183,10 @@ def load_policy(
     bos_cache_mode: BosCacheMode | None = None,
     providers: str | list[str] | None = None,
     intra_op_threads: int = 1,
-    positions: PositionMode = "shared",
-) -> OnnxPolicy:
-    """Load a bundle folder holding policy.onnx, or a bare .onnx file, as an :class:`OnnxPolicy`.
+    positions: PositionMode | None = None,
+) -> OnnxPolicy | StatefulPolicy:
+    """Load a bundle folder holding policy.onnx, or a bare .onnx file: an :class:`OnnxPolicy` for the attention and
+    portable graphs, a :class:`StatefulPolicy` for a stateful one (recognised from its metadata).
 
     Before anything runs: the file's seal must match its bytes (a changed initializer or node is refused), its
     inputs and outputs must match its metadata, and in a bundle folder the graph must have been exported from the
@@ -212,5 +214,15 @@ def load_policy(
             f"{onnx_path}: was exported from other weights than {weights} (sha256 differs); "
             f"re-export with `gptrl export {onnx_path.parent}`"
         )
+    if metadata.variant == "stateful":
+        fixed = {"kv_cache_max_len": (kv_cache_max_len, metadata.kv_cache_max_len),
+                 "bos_cache_mode": (bos_cache_mode, metadata.bos_cache_mode)}
+        for name, (asked, exported) in fixed.items():
+            if asked is not None and asked != exported:
+                raise ValueError(f"{onnx_path}: {name} is fixed at export in a stateful graph ({exported!r}); "
+                                 f"re-export with `gptrl export --stateful` to get {asked!r}")
+        policy = StatefulPolicy(session, metadata, num_envs=num_envs)
+        policy.positions = positions or "per_row"  # "shared" is refused: the graph keeps per-row positions
+        return policy
     return OnnxPolicy(session, metadata, num_envs=num_envs, kv_cache_max_len=kv_cache_max_len,
-                      bos_cache_mode=bos_cache_mode, positions=positions)
+                      bos_cache_mode=bos_cache_mode, positions=positions or "shared")

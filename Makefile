@@ -65,7 +65,12 @@ train: install
 card: install
 	$(PY) -m gptrl.training.model_card $(ENV)
 
-test: install
+# The Node.js driver of docs/stateful.md (onnxruntime-node from npm; .npmrc skips its optional CUDA download).
+examples/node/node_modules: examples/node/package.json examples/node/package-lock.json
+	cd examples/node && npm ci --no-audit --no-fund
+	touch $@
+
+test: install examples/node/node_modules
 	$(PY) -m pytest -q
 
 lint: install

@@ -53,6 +53,8 @@ class _Step:
     is_bos: str = "is_bos"
     position: str = "position"
     write: str = ""  # stateful: [B, 1, 1, kv] bool, the ring slot each row writes this step
+    write_t: str = ""  # stateful: the same as [B, 1, kv, 1]
+    max_position: int = 0  # stateful: the largest position a token can have (kv)
 
     @property
     def t(self) -> dict[str, np.ndarray]:
@@ -64,6 +66,8 @@ class _Step:
 
 def token_input(s: _Step) -> str:
     """[s_norm | atanh(action) * (1 - bos) | bos] -> input_proj -> h [B, 1, d]."""
+    if s.variant == "stateful":
+        return token_input_folded(s)
     g, c, norm = s.g, s.bundle.config, s.bundle.normalizer
     with g.scope("input"):
         states = s.state
@@ -78,6 +82,27 @@ def token_input(s: _Step) -> str:
         feedback = g.op("Mul", g.op("Atanh", clipped), g.op("Sub", g.const(1.0), bos))
         token = g.op("Unsqueeze", g.op("Concat", states, feedback, bos, axis=1), g.const([1], np.int64))  # [B, 1, F]
     return g.linear(token, s.t["input_proj.layers.0.weight"].T, s.t["input_proj.layers.0.bias"], "input_proj")
+
+
+def token_input_folded(s: _Step) -> str:
+    """The same token with its constants folded: the normaliser into input_proj's weights and bias, the action's
+    scale to [-1, 1] into one Mul and one Add (fewer nodes; equal up to float rounding)."""
+    g, c, norm = s.g, s.bundle.config, s.bundle.normalizer
+    w = s.t["input_proj.layers.0.weight"].astype(np.float64).T  # [S + A + 1, d]
+    b = s.t["input_proj.layers.0.bias"].astype(np.float64)
+    S = c.state_dim
+    if norm.enabled:  # (x - mean) / std @ W = x @ (W / std) - (mean / std) @ W
+        scale = 1.0 / norm.std.astype(np.float64)
+        b = b - (norm.mean.astype(np.float64) * scale) @ w[:S]
+        w = np.concatenate([w[:S] * scale[:, None], w[S:]])
+    low, high = c.action_low.astype(np.float64), c.action_high.astype(np.float64)
+    with g.scope("input"):
+        unit = g.op("Add", g.op("Mul", s.action, g.const(2.0 / (high - low))), g.const(-(high + low) / (high - low)))
+        clipped = g.op("Clip", unit, g.const(-1.0 + ACTION_CLIP_EPS), g.const(1.0 - ACTION_CLIP_EPS))
+        bos = g.op("Unsqueeze", s.is_bos, g.const([1], np.int64))
+        feedback = g.op("Mul", g.op("Atanh", clipped), g.op("Sub", g.const(1.0), bos))
+        token = g.op("Unsqueeze", g.op("Concat", s.state, feedback, bos, axis=1), g.const([1], np.int64))  # [B, 1, F]
+    return g.linear(token, w.astype(np.float32), b.astype(np.float32), "input_proj")
 
 
 def attention_mask(s: _Step) -> None:
@@ -97,6 +122,13 @@ def rope_tables(s: _Step) -> None:
     g, m = s.g, s.bundle.config.model
     hd = m.head_dim
     with g.scope("rope"):
+        if s.variant == "stateful":  # positions are 0..kv: look the tables up (computed in float64)
+            freqs = np.arange(s.max_position + 1)[:, None] / m.rope_theta ** (np.arange(0, hd, 2) / hd)[None, :]
+            angles = np.concatenate([freqs, freqs], axis=1)  # [positions, hd]
+            shape = g.const([-1, 1, 1, hd], np.int64)
+            s.cos, s.sin = (g.op("Reshape", g.op("Gather", g.const(table(angles)), s.position, axis=0), shape)
+                            for table in (np.cos, np.sin))
+            return
         inv_freq = 1.0 / (m.rope_theta ** (np.arange(0, hd, 2, dtype=np.float32) / hd))
         position = g.op("Unsqueeze", g.op("Cast", s.position, to=onnx.TensorProto.FLOAT), g.const([1], np.int64))
         freqs = g.op("Mul", position, g.weight("inv_freq", inv_freq.astype(np.float32)))  # [B, hd/2]
@@ -133,7 +165,14 @@ def rope(s: _Step, x: str) -> str:
     g, hd = s.g, s.bundle.config.model.head_dim
     if s.variant == "attention":
         return g.op("RotaryEmbedding", x, s.cos, s.sin)
-    rotated = g.op("Concat", g.op("Neg", g.slice_last(x, hd // 2, hd)), g.slice_last(x, 0, hd // 2), axis=-1)
+    if s.variant == "stateful":  # rotate_half as one MatMul with a signed permutation: 1 node instead of 4
+        half = hd // 2
+        rotation = np.zeros((hd, hd), np.float32)
+        rotation[np.arange(half) + half, np.arange(half)] = -1.0  # out[:half] = -x[half:]
+        rotation[np.arange(half), np.arange(half) + half] = 1.0  # out[half:] = x[:half]
+        rotated = g.op("MatMul", x, g.const(rotation))
+    else:
+        rotated = g.op("Concat", g.op("Neg", g.slice_last(x, hd // 2, hd)), g.slice_last(x, 0, hd // 2), axis=-1)
     return g.op("Add", g.op("Mul", x, s.cos), g.op("Mul", rotated, s.sin))
 
 
@@ -162,22 +201,18 @@ def attend_portable(s: _Step, i: int, q: str, k: str, v: str) -> str:
 
 
 def attend_state(s: _Step, i: int, q: str, k: str, v: str) -> str:
-    """``stateful`` variant: attend as the portable graph does, then write k/v into the row's ring slot."""
+    """``stateful`` variant: softmax over [the ring | the new token] with the step's additive mask (``s.mask`` is a
+    0 / -inf bias here, and q arrives pre-scaled by 1/sqrt(hd) through its weights), then k/v go to the row's slot."""
     g, m = s.g, s.bundle.config.model
     H, hd = m.num_heads, m.head_dim
     past_k, past_v = f"state_in.key.{i}", f"state_in.value.{i}"  # [B, H, hd, kv], [B, H, kv, hd]
-    qs = g.op("Mul", q, g.const(1.0 / math.sqrt(hd)))
-    scores_past = g.op("MatMul", qs, past_k)  # [B, H, 1, kv]
-    score_self = g.op("ReduceSum", g.op("Mul", qs, k), g.const([-1], np.int64), keepdims=1)
-    scores = g.op("Where", s.mask, g.op("Concat", scores_past, score_self, axis=-1), g.const(-np.inf))
-    probs = g.op("Softmax", scores, axis=-1)
-    y = g.op("Add", g.op("MatMul", g.slice_last(probs, 0, -1), past_v),
-             g.op("Mul", g.slice_last(probs, -1, INT64_MAX), v))
+    k_column = g.op("Reshape", k, g.const([-1, H, hd, 1], np.int64))  # [B, H, 1, hd] -> [B, H, hd, 1]: no copy
+    scores = g.op("MatMul", q, g.op("Concat", past_k, k_column, axis=-1))  # [B, H, 1, kv + 1]
+    probs = g.op("Softmax", g.op("Add", scores, s.mask), axis=-1)
+    y = g.op("MatMul", probs, g.op("Concat", past_v, v, axis=2))  # [B, H, 1, hd]
     with g.scope("write"):  # Where, not arithmetic: the untouched slots stay bit-exact
-        k_column = g.op("Reshape", k, g.const([-1, H, hd, 1], np.int64))  # [B, H, 1, hd] -> [B, H, hd, 1]
-        write_t = g.op("Transpose", s.write, perm=[0, 1, 3, 2])  # [B, 1, kv, 1]
         g.op("Where", s.write, k_column, past_k, outputs=[f"state_out.key.{i}"])
-        g.op("Where", write_t, v, past_v, outputs=[f"state_out.value.{i}"])
+        g.op("Where", s.write_t, v, past_v, outputs=[f"state_out.value.{i}"])
     return y
 
 
@@ -186,19 +221,33 @@ def attention(s: _Step, i: int, x: str) -> str:
     g, m, t = s.g, s.bundle.config.model, s.t
     d, H, hd = m.d_model, m.num_heads, m.head_dim
     with g.scope("attn"):
+        # The stateful graph folds the 1/sqrt(hd) score scale into q's weights (RoPE is linear, so it commutes).
+        q_scale = np.float32(1.0 / math.sqrt(hd)) if s.variant == "stateful" else np.float32(1.0)
         if m.network == "llama":
             p = f"backbone.net.layers.{i}.self_attn."
-            w_qkv = np.concatenate([t[p + f"{n}_proj.weight"] for n in "qkv"], axis=0).T
+            w_qkv = np.concatenate([t[p + "q_proj.weight"] * q_scale, t[p + "k_proj.weight"], t[p + "v_proj.weight"]],
+                                   axis=0).T
             qkv = g.linear(x, w_qkv, None, "qkv_proj")
         else:
             p = f"backbone.net.h.{i}.attn."
-            qkv = g.linear(x, t[p + "c_attn.weight"], t[p + "c_attn.bias"], "c_attn")
-        q, k, v = g.op("Split", qkv, g.const([d, d, d], np.int64), axis=-1, outputs=3)  # [B, 1, d] each
-        heads = g.const([-1, H, 1, hd], np.int64)
-        q, k, v = (g.op("Reshape", z, heads) for z in (q, k, v))  # [B, H, 1, hd]: no copy for one token
-        if m.network == "llama":
-            with g.scope("rope"):
-                q, k = rope(s, q), rope(s, k)
+            w, b = t[p + "c_attn.weight"].copy(), t[p + "c_attn.bias"].copy()
+            w[:, :d] *= q_scale
+            b[:d] *= q_scale
+            qkv = g.linear(x, w, b, "c_attn")
+        if s.variant == "stateful":  # one Reshape, one Split, and RoPE on q and k together
+            heads3 = g.op("Reshape", qkv, g.const([-1, 3 * H, 1, hd], np.int64))  # [B, 3H, 1, hd]
+            qk, v = g.op("Split", heads3, g.const([2 * H, H], np.int64), axis=1, outputs=2)
+            if m.network == "llama":
+                with g.scope("rope"):
+                    qk = rope(s, qk)
+            q, k = g.op("Split", qk, g.const([H, H], np.int64), axis=1, outputs=2)
+        else:
+            q, k, v = g.op("Split", qkv, g.const([d, d, d], np.int64), axis=-1, outputs=3)  # [B, 1, d] each
+            heads = g.const([-1, H, 1, hd], np.int64)
+            q, k, v = (g.op("Reshape", z, heads) for z in (q, k, v))  # [B, H, 1, hd]: no copy for one token
+            if m.network == "llama":
+                with g.scope("rope"):
+                    q, k = rope(s, q), rope(s, k)
         y = {"attention": attend_ring, "portable": attend_portable, "stateful": attend_state}[s.variant](s, i, q, k, v)
         y = g.op("Reshape", y, g.const([-1, 1, d], np.int64))
         if m.network == "llama":
@@ -297,16 +346,17 @@ def stateful_bookkeeping(s: _Step, kv: int, bos_cache_mode: str) -> None:
         s.position = g.op("Cast", g.op("ReduceSum", valid, axis1, keepdims=0), to=i64)
         s.state = g.op("Where", g.op("Cast", g.op("Unsqueeze", bos, axis1), to=b), "obs", "state_in.prev_obs")
         s.action = "state_in.prev_action"  # zeroed for BOS tokens inside token_input
-        batch = g.op("Slice", g.op("Shape", "obs"), g.const([0], np.int64), g.const([1], np.int64))
-        self_valid = g.op("Expand", g.const([[1.0]]), g.op("Concat", batch, g.const([1], np.int64), axis=0))
-        s.mask = g.op("Unsqueeze", g.op("Cast", g.op("Concat", valid, self_valid, axis=1), to=b),
-                      g.const([1, 2], np.int64))  # [B, 1, 1, kv + 1]
+        # [B, 1, 1, kv + 1] additive mask: 0 where the token may attend (its valid slots and itself), -inf elsewhere
+        blocked = g.op("Where", g.op("Cast", valid, to=b), zero, g.const(-np.inf))  # [B, kv]
+        self_col = g.op("Mul", g.op("Unsqueeze", keep, axis1), zero)  # [B, 1] zeros
+        s.mask = g.op("Unsqueeze", g.op("Concat", blocked, self_col, axis=1), g.const([1, 2], np.int64))
         slot = g.op("Mul", "state_in.slot", keep)  # a beginning row writes from slot 0
         kept = keep if bos_cache_mode == "discard" else g.op("Add", keep, bos)  # [B] does this token stay cached
         hit = g.op("Cast", g.op("Equal", g.const(np.arange(kv, dtype=np.float32)), g.op("Unsqueeze", slot, axis1)),
                    to=f32)  # [B, kv] one-hot of the slot
         write = g.op("Mul", hit, g.op("Unsqueeze", kept, axis1))
         s.write = g.op("Cast", g.op("Unsqueeze", write, g.const([1, 2], np.int64)), to=b)  # [B, 1, 1, kv]
+        s.write_t = g.op("Cast", g.op("Unsqueeze", write, g.const([1, 3], np.int64)), to=b)  # [B, 1, kv, 1]
         g.op("Max", valid, write, outputs=["state_out.valid"])
         nxt = g.op("Add", slot, kept)
         g.op("Where", g.op("Less", nxt, g.const(float(kv))), nxt, zero, outputs=["state_out.slot"])
@@ -327,6 +377,7 @@ def build_step_graph(bundle: Bundle, variant: str = "attention", *, kv: int | No
     s = _Step(GraphBuilder(), bundle, variant)
     if variant == "stateful":
         stateful_bookkeeping(s, int(kv), bos_cache_mode)  # type: ignore[arg-type]
+        s.max_position = int(kv)  # type: ignore[arg-type]
     h = token_input(s)
     if variant != "stateful":
         attention_mask(s)

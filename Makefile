@@ -22,7 +22,7 @@ install: $(VENV)/.dev-installed
 
 # The torch-free runtime and what an evaluation needs (MuJoCo envs, a progress bar): no torch.
 $(VENV)/.runtime-installed: $(PY) pyproject.toml constraints.txt
-	$(PIP_INSTALL) -e ".[mujoco,progress]"
+	$(PIP_INSTALL) -e ".[cpu,mujoco,progress]"
 	touch $@
 
 install-runtime: $(VENV)/.runtime-installed

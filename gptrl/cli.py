@@ -103,11 +103,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if args.kv is not None:
             raise ValueError("--kv fixes the cache length of a stateful graph; add --stateful")
         variant = "portable" if args.opset == 18 else "attention"
-    out = export_onnx(args.bundle, args.output, variant=variant, verify=not args.no_verify, kv=args.kv)
+    out = export_onnx(args.bundle, args.output, variant=variant, verify=not args.no_verify, kv=args.kv,
+                      quantize=args.quantize, quantize_env=args.env, quantize_episodes=args.quantize_episodes,
+                      allow_loss=args.allow_loss)
     verified = "" if args.no_verify else ", verified against the torch PolicyRunner"
     from gptrl.bundle.policy_graph import VARIANT_OPSETS
 
     print(f"wrote {out} ({variant} graph, opset {VARIANT_OPSETS[variant]}{verified})")
+    if args.quantize:
+        import onnx
+
+        from gptrl.exporter.quantize import KEY_QUANTIZATION
+
+        props = {p.key: p.value for p in onnx.load(out, load_external_data=False).metadata_props}
+        check = json.loads(props[KEY_QUANTIZATION])
+        print(f"{args.quantize} weights: return {check['quantized_return']:.1f} vs fp32 {check['fp32_return']:.1f} on "
+              f"{check['env_id']} seeds {check['seeds'][0]}..{check['seeds'][-1]} "
+              f"({100 * check['loss_fraction']:+.2f}% loss, limit {100 * check['max_loss']:.0f}%)")
     return 0
 
 
@@ -178,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="obs, reset, state_in.* -> action, state_out.*: one graph any ONNX runtime drives alone")
     p.add_argument("--kv", type=positive_int, help="stateful: the cache length fixed in the graph "
                                                    "(default: the bundle's context length)")
+    p.add_argument("--quantize", choices=("int8", "int4"),
+                   help="quantize the layer weights (onnxruntime MatMulNBits; onnxruntime only), kept only if the "
+                        "return on held-out seeds stays within 2%% of fp32")
+    p.add_argument("--quantize-episodes", type=positive_int, default=10,
+                   help="held-out episodes (seeds 1000+) for the quantization check")
+    p.add_argument("--env", help="env for the quantization check (default: the bundle's env_id)")
+    p.add_argument("--allow-loss", action="store_true", help="keep a quantized graph that loses more than 2%%")
     p.add_argument("--no-verify", action="store_true", help="skip the closed-loop check against the torch runner")
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("eval", help="evaluate a bundle: one episode per seed, returns and normalised score")

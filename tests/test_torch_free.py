@@ -63,3 +63,25 @@ def test_runtime_sources_never_import_torch():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not name.startswith(("torch", "gptrl.exporter", "safetensors.torch")), f"{path}: imports {name}"
+
+
+def test_conflicting_onnxruntime_wheels_are_reported(monkeypatch):
+    import importlib.metadata
+
+    import pytest
+
+    from gptrl.runtime import session
+
+    versions = {"onnxruntime": "1.31.1", "onnxruntime-gpu": "1.31.1"}
+
+    def version(name):
+        if name in versions:
+            return versions[name]
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    assert session.installed_onnxruntime_wheels() == ["onnxruntime", "onnxruntime-gpu"]
+    with pytest.warns(RuntimeWarning, match="pip install 'gptrl\\[cuda\\]'"):
+        session.check_onnxruntime_wheels(session.installed_onnxruntime_wheels())
+    del versions["onnxruntime-gpu"]
+    session.check_onnxruntime_wheels(session.installed_onnxruntime_wheels())  # one wheel: silent

@@ -55,6 +55,11 @@ def export_onnx(
     tolerance: float = 1e-4,
     kv: int | None = None,
     bos_cache_mode: str | None = None,
+    quantize: str | None = None,
+    quantize_env: str | None = None,
+    quantize_episodes: int = 10,
+    quantize_max_loss: float = 0.02,
+    allow_loss: bool = False,
 ) -> Path:
     """Export the bundle's single-step policy to ``out`` (default ``bundle_dir/policy.onnx``).
 
@@ -63,6 +68,10 @@ def export_onnx(
     opset-18 ops, ``kv`` and ``bos_cache_mode`` fixed; docs/stateful.md). The file is written to a temporary name,
     checked with onnx.checker, verified against the torch PolicyRunner on a closed-loop rollout longer than 3x the
     context with a row reset, and only then renamed over ``out``.
+
+    ``quantize`` ("int8" or "int4") then quantizes the verified graph's layer weights and keeps it only if its
+    return on ``quantize_episodes`` held-out seeds (1000+) of ``quantize_env`` (default: the bundle's env_id) is
+    within 2% of the fp32 graph's (``allow_loss`` overrides); see ``gptrl.exporter.quantize``.
     """
     if variant not in VARIANT_OPSETS:
         raise ValueError(f"variant must be one of {sorted(VARIANT_OPSETS)}, got {variant!r}")
@@ -74,11 +83,22 @@ def export_onnx(
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; give the .onnx file to write (e.g. {out / POLICY_FILE})")
     bundle = load_bundle(bundle_dir)
-    data = serialize(build_policy_graph(bundle, variant, kv=kv, bos_cache_mode=bos_cache_mode))
+    env_id = quantize_env or bundle.config.env_id
+    if quantize is not None and not env_id:
+        raise ValueError(f"{bundle_dir}: the bundle records no env_id to check the quantized policy on; pass one")
+    model = build_policy_graph(bundle, variant, kv=kv, bos_cache_mode=bos_cache_mode)
+    data = serialize(model)
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
         if verify:
             verify_export(tmp, bundle, tolerance=tolerance, name=out)
+        if quantize is not None:
+            from gptrl.exporter import quantize as q
+
+            quantized = q.quantize_model(onnx.load_from_string(data), quantize)  # type: ignore[arg-type]
+            check = q.check_returns(data, serialize(quantized), quantize, env_id,  # type: ignore[arg-type]
+                                    episodes=quantize_episodes, max_loss=quantize_max_loss, allow_loss=allow_loss)
+            tmp.write_bytes(q.with_record(quantized, check))
     return out
 
 

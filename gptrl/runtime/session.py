@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import warnings
 from pathlib import Path
 
-import onnxruntime as ort
+
+def installed_onnxruntime_wheels() -> list[str]:
+    """Which of the wheels that provide the ``onnxruntime`` module are installed."""
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def check_onnxruntime_wheels(wheels: list[str]) -> None:
+    """Warn when both wheels are installed: they write the same files, so the module is whichever came last."""
+    if len(wheels) > 1:
+        warnings.warn("both onnxruntime and onnxruntime-gpu are installed; they provide the same module and "
+                      "conflict. Keep one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
+                      "'gptrl[cuda]' (or 'gptrl[cpu]')", RuntimeWarning, stacklevel=3)
+
+
+check_onnxruntime_wheels(installed_onnxruntime_wheels())
+try:
+    import onnxruntime as ort
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError("gptrl's runtime needs onnxruntime: pip install 'gptrl[cpu]' (or 'gptrl[cuda]' for "
+                      "onnxruntime-gpu)") from exc
 
 log = logging.getLogger("gptrl.runtime")
 

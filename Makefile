@@ -7,7 +7,7 @@ PIP_INSTALL := $(PIP) install --constraint constraints.txt
 
 DEMO_BUNDLE ?= bundles/hopper-v5
 
-.PHONY: install install-runtime test lint demo export bench soak teacher data train card clean
+.PHONY: install install-runtime test lint demo export bench bench-edge soak teacher data train card clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ export: install
 
 bench: install
 	$(PY) benchmarks/step_latency.py
+
+# Batch-1 latency of every graph kind (torch, attention, stateful fp32/int8/int4, MatMul floor).
+bench-edge: install
+	$(PY) benchmarks/edge.py
 
 # 1M closed-loop steps at batch 1 and 64 (d256, context 32): resident memory at the start and the end.
 soak: install

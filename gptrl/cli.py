@@ -111,12 +111,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     print(f"wrote {out} ({variant} graph, opset {VARIANT_OPSETS[variant]}{verified})")
     if args.quantize:
-        import onnx
+        from gptrl.exporter.quantize import read_check
 
-        from gptrl.exporter.quantize import KEY_QUANTIZATION
-
-        props = {p.key: p.value for p in onnx.load(out, load_external_data=False).metadata_props}
-        check = json.loads(props[KEY_QUANTIZATION])
+        check = read_check(out)
         print(f"{args.quantize} weights: return {check['quantized_return']:.1f} vs fp32 {check['fp32_return']:.1f} on "
               f"{check['env_id']} seeds {check['seeds'][0]}..{check['seeds'][-1]} "
               f"({100 * check['loss_fraction']:+.2f}% loss, limit {100 * check['max_loss']:.0f}%)")

@@ -93,12 +93,12 @@ def export_onnx(
         if verify:
             verify_export(tmp, bundle, tolerance=tolerance, name=out)
         if quantize is not None:
-            from gptrl.exporter import quantize as q
+            from gptrl.exporter.quantize import check_returns, quantize_model, with_record
 
-            quantized = q.quantize_model(onnx.load_from_string(data), quantize)  # type: ignore[arg-type]
-            check = q.check_returns(data, serialize(quantized), quantize, env_id,  # type: ignore[arg-type]
-                                    episodes=quantize_episodes, max_loss=quantize_max_loss, allow_loss=allow_loss)
-            tmp.write_bytes(q.with_record(quantized, check))
+            quantized = quantize_model(onnx.load_from_string(data), quantize)  # type: ignore[arg-type]
+            check = check_returns(data, serialize(quantized), quantize, env_id,  # type: ignore[arg-type]
+                                  episodes=quantize_episodes, max_loss=quantize_max_loss, allow_loss=allow_loss)
+            tmp.write_bytes(with_record(quantized, check))
     return out
 
 

@@ -78,6 +78,14 @@ def quantize_model(model: onnx.ModelProto, scheme: Scheme) -> onnx.ModelProto:
     return out
 
 
+def read_check(path: str | Path) -> dict:
+    """The quantization check recorded in an exported graph's metadata."""
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if KEY_QUANTIZATION not in props:
+        raise ValueError(f"{path}: holds no quantization record (metadata {KEY_QUANTIZATION!r})")
+    return json.loads(props[KEY_QUANTIZATION])
+
+
 def with_record(model: onnx.ModelProto, check: QuantizationCheck) -> bytes:
     """The sealed bytes of ``model`` with the check recorded in its metadata."""
     props = {p.key: p.value for p in model.metadata_props}

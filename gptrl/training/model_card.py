@@ -18,7 +18,8 @@ from gptrl.fileio import read_json, write_json, write_text
 from gptrl.training.recipes import get_recipe
 
 # The returns the reference project publishes for its bundles (50 episodes, seeds 0..49, max 1000 steps).
-REFERENCE_PROJECT_RETURNS = {"Hopper-v5": 2836.28, "HalfCheetah-v5": 5989.04}
+REFERENCE_PROJECT_RETURNS = {"Hopper-v5": 2836.28, "HalfCheetah-v5": 5989.04, "Walker2d-v5": 3883.30,
+                             "Ant-v5": 3339.51, "Humanoid-v5": 6089.64}
 
 
 def measure(bundle_dir: Path, episodes: int = 50, seed: int = 0) -> dict:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptrl.bundle.schema import ACTION_CLIP_EPS, GPT2_NORM_EPS, LLAMA_NORM_EPS, BundleConfig, ModelConfig
+from gptrl.exporter.gpt2 import GPT2Block
 
 # Per layer: (keys, values), each [batch, heads, length, head_dim]; keys already carry RoPE.
 KVCache = list[tuple[Tensor, Tensor]]
@@ -138,60 +139,8 @@ class LlamaBackbone(nn.Module):
 # ----------------------------------------------------------------------------- GPT2
 
 
-class Conv1D(nn.Module):
-    """GPT2's linear layer with the weight stored [in, out]."""
-
-    def __init__(self, n_in: int, n_out: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_in, n_out))
-        self.bias = nn.Parameter(torch.zeros(n_out))
-        nn.init.normal_(self.weight, std=0.02)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
-
-
-class GPT2Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
-        self.c_attn = Conv1D(cfg.d_model, 3 * cfg.d_model)
-        self.c_proj = Conv1D(cfg.d_model, cfg.d_model)
-
-    def qkv(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        b, t, d = x.shape
-        q, k, v = self.c_attn(x).split(d, dim=-1)
-        shape = (b, t, self.num_heads, self.head_dim)
-        return tuple(z.view(shape).transpose(1, 2) for z in (q, k, v))
-
-    def out(self, y: Tensor) -> Tensor:
-        b, _, t, _ = y.shape
-        return self.c_proj(y.transpose(1, 2).reshape(b, t, -1))
-
-
-class GPT2MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.c_fc = Conv1D(cfg.d_model, 4 * cfg.d_model)
-        self.c_proj = Conv1D(4 * cfg.d_model, cfg.d_model)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
-
-
-class GPT2Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=GPT2_NORM_EPS)
-        self.attn = GPT2Attention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=GPT2_NORM_EPS)
-        self.mlp = GPT2MLP(cfg)
-
-    def attn_in(self, x: Tensor) -> Tensor:
-        return self.ln_1(x)
-
-    def mlp_out(self, x: Tensor) -> Tensor:
-        return self.mlp(self.ln_2(x))
+def _gpt2_block(cfg: ModelConfig) -> GPT2Block:
+    return GPT2Block(cfg.d_model, cfg.num_heads, 4 * cfg.d_model, "gelu_new", GPT2_NORM_EPS)
 
 
 class GPT2Backbone(nn.Module):
@@ -199,7 +148,7 @@ class GPT2Backbone(nn.Module):
         super().__init__()
         self.wte = nn.Embedding(1, cfg.d_model)  # part of the format, never read
         self.wpe = nn.Embedding(cfg.max_position_embeddings, cfg.d_model)
-        self.h = nn.ModuleList(GPT2Block(cfg) for _ in range(cfg.num_layers))
+        self.h = nn.ModuleList(_gpt2_block(cfg) for _ in range(cfg.num_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=GPT2_NORM_EPS)
 
     def embed(self, x: Tensor, positions: Tensor) -> Tensor:

@@ -1,0 +1,195 @@
+"""Decision Transformer bundles, read without torch: a Hugging Face ``DecisionTransformerModel`` checkpoint as it is
+(``config.json`` with ``model_type`` "decision_transformer", and ``model.safetensors`` or the older
+``pytorch_model.bin``) plus gptrl's sidecar ``gptrl_dt.json`` with what the checkpoint does not say: the state
+normaliser, the return scale, the default target return, the env and the context length K.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gptrl.bundle.jsonreader import JsonReader
+from gptrl.bundle.schema import LIMITS
+from gptrl.errors import BundleError
+from gptrl.fileio import read_json
+
+CONFIG_FILE = "config.json"
+SAFETENSORS_FILE = "model.safetensors"
+PICKLE_FILE = "pytorch_model.bin"
+SIDECAR_FILE = "gptrl_dt.json"
+MODEL_TYPE = "decision_transformer"
+ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "tanh", "silu", "swish")
+MAX_EP_LEN = 1 << 20
+
+
+@dataclass(frozen=True)
+class DTConfig:
+    """The architecture fields of a Hugging Face DecisionTransformerConfig that the math reads."""
+
+    state_dim: int
+    act_dim: int
+    hidden_size: int = 128
+    n_layer: int = 3
+    n_head: int = 1
+    n_inner: int | None = None  # None: 4 x hidden_size
+    activation_function: str = "relu"
+    max_ep_len: int = 4096
+    action_tanh: bool = True
+    n_positions: int = 1024
+    layer_norm_epsilon: float = 1e-5
+    vocab_size: int = 1
+
+    @property
+    def inner(self) -> int:
+        return self.n_inner or 4 * self.hidden_size
+
+
+@dataclass(frozen=True)
+class DTSidecar:
+    """What gptrl needs beside the checkpoint to run it as a policy (``gptrl_dt.json``)."""
+
+    state_mean: list[float]
+    state_std: list[float]
+    scale: float = 1000.0  # returns-to-go are divided by this before the model sees them
+    target_return: float | None = None  # env units; None: the caller must give one at reset
+    env_id: str | None = None
+    context_length: int = 20  # K timesteps (3K tokens)
+    format: str = "gptrl-decision-transformer/1"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1) + "\n"
+
+
+@dataclass(frozen=True)
+class DTBundle:
+    path: Path
+    config: DTConfig
+    sidecar: DTSidecar
+    weights_file: Path  # model.safetensors, or pytorch_model.bin (read by the torch side only)
+
+    @property
+    def state_mean(self) -> np.ndarray:
+        return np.asarray(self.sidecar.state_mean, np.float32)
+
+    @property
+    def state_std(self) -> np.ndarray:
+        return np.asarray(self.sidecar.state_std, np.float32)
+
+
+def is_dt_folder(path: str | Path) -> bool:
+    """True when ``path`` is a folder whose config.json says ``model_type: decision_transformer``."""
+    config = Path(path) / CONFIG_FILE
+    if not config.is_file():
+        return False
+    try:
+        data = read_json(config)
+    except BundleError:
+        return False
+    return isinstance(data, dict) and data.get("model_type") == MODEL_TYPE
+
+
+def parse_dt_config(data: Any, source: str) -> DTConfig:
+    r = JsonReader(data, source)
+    model_type = r.get("model_type", "str", None)
+    if model_type != MODEL_TYPE:
+        raise r.error(f"key 'model_type' is {model_type!r}: not a Decision Transformer config "
+                      f"(expected {MODEL_TYPE!r})")
+    hidden = r.positive("hidden_size", 128, limit=LIMITS["d_model"])
+    n_head = r.positive("n_head", 1, limit=LIMITS["num_heads"])
+    if hidden % n_head:
+        raise r.error(f"key 'hidden_size' ({hidden}) must be divisible by 'n_head' ({n_head})")
+    activation = r.get("activation_function", "str", "relu")
+    if activation not in ACTIVATIONS:
+        raise r.error(f"key 'activation_function' = {activation!r} is not supported (one of {list(ACTIVATIONS)})")
+    n_inner = r.get("n_inner", "int", None)
+    if n_inner is not None and not 0 < n_inner <= LIMITS["intermediate_size"]:
+        raise r.error(f"key 'n_inner' must be positive and at most {LIMITS['intermediate_size']}, got {n_inner}")
+    eps = float(r.get("layer_norm_epsilon", "float", 1e-5))
+    if not (math.isfinite(eps) and eps > 0):
+        raise r.error(f"key 'layer_norm_epsilon' must be a positive number, got {eps}")
+    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
+        if r.get(flag, "bool", False):
+            raise r.error(f"key '{flag}' = true is not supported by gptrl")
+    if not r.get("scale_attn_weights", "bool", True):
+        raise r.error("key 'scale_attn_weights' = false is not supported by gptrl")
+    return DTConfig(
+        state_dim=r.positive("state_dim", 17, limit=LIMITS["size"]),
+        act_dim=r.positive("act_dim", 4, limit=LIMITS["size"]),
+        hidden_size=hidden,
+        n_layer=r.positive("n_layer", 3, limit=LIMITS["num_layers"]),
+        n_head=n_head,
+        n_inner=n_inner,
+        activation_function=activation,
+        max_ep_len=r.positive("max_ep_len", 4096, limit=MAX_EP_LEN),
+        action_tanh=r.get("action_tanh", "bool", True),
+        n_positions=r.positive("n_positions", 1024, limit=LIMITS["max_position_embeddings"]),
+        layer_norm_epsilon=eps,
+        vocab_size=r.positive("vocab_size", 1, limit=1 << 20),
+    )
+
+
+def parse_sidecar(data: Any, source: str, config: DTConfig) -> DTSidecar:
+    r = JsonReader(data, source)
+    out = {}
+    for key in ("state_mean", "state_std"):
+        values = r.get(key, "list")
+        if len(values) != config.state_dim:
+            raise r.error(f"key '{key}' has {len(values)} entries, expected state_dim {config.state_dim}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise r.error(f"key '{key}' must hold finite numbers")
+        out[key] = [float(v) for v in values]
+    if any(v <= 0 for v in out["state_std"]):
+        raise r.error("key 'state_std' must be positive")
+    scale = float(r.get("scale", "float", 1000.0))
+    if not (math.isfinite(scale) and scale > 0):
+        raise r.error(f"key 'scale' must be a positive number, got {scale}")
+    target = r.get("target_return", "float", None)
+    if target is not None and not math.isfinite(target):
+        raise r.error(f"key 'target_return' must be finite, got {target}")
+    k = r.positive("context_length", 20, limit=LIMITS["context_length"])
+    return DTSidecar(out["state_mean"], out["state_std"], scale, None if target is None else float(target),
+                     r.get("env_id", "str", None), k)
+
+
+def load_dt_bundle(path: str | Path) -> DTBundle:
+    """Read and validate a DT bundle folder (config, sidecar, which weights file); raises BundleError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a bundle folder (it does not exist or is not a directory)")
+    config = parse_dt_config(read_json(path / CONFIG_FILE), str(path / CONFIG_FILE))
+    sidecar_path = path / SIDECAR_FILE
+    if not sidecar_path.is_file():
+        raise BundleError(f"{sidecar_path}: missing; a Decision Transformer bundle needs gptrl's sidecar (state "
+                          "normaliser, return scale): make one with gptrl.import_decision_transformer or "
+                          "gptrl dt-import")
+    sidecar = parse_sidecar(read_json(sidecar_path), str(sidecar_path), config)
+    weights = path / SAFETENSORS_FILE if (path / SAFETENSORS_FILE).is_file() else path / PICKLE_FILE
+    if not weights.is_file():
+        raise BundleError(f"{path}: holds neither {SAFETENSORS_FILE} nor {PICKLE_FILE}")
+    return DTBundle(path, config, sidecar, weights)
+
+
+def required_dt_tensors(c: DTConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of a Hugging Face DecisionTransformerModel with config ``c``."""
+    h, inner = c.hidden_size, c.inner
+    shapes: dict[str, tuple[int, ...]] = {"encoder.wte.weight": (c.vocab_size, h),
+                                          "encoder.wpe.weight": (c.n_positions, h)}
+    for i in range(c.n_layer):
+        p = f"encoder.h.{i}."
+        for name, shape in (("ln_1", (h,)), ("ln_2", (h,)), ("attn.c_attn", (h, 3 * h)), ("attn.c_proj", (h, h)),
+                            ("mlp.c_fc", (h, inner)), ("mlp.c_proj", (inner, h))):
+            shapes[f"{p}{name}.weight"] = shape
+            shapes[f"{p}{name}.bias"] = (shape[-1],)
+    shapes |= {"encoder.ln_f.weight": (h,), "encoder.ln_f.bias": (h,), "embed_timestep.weight": (c.max_ep_len, h),
+               "embed_return.weight": (h, 1), "embed_return.bias": (h,), "embed_state.weight": (h, c.state_dim),
+               "embed_state.bias": (h,), "embed_action.weight": (h, c.act_dim), "embed_action.bias": (h,),
+               "embed_ln.weight": (h,), "embed_ln.bias": (h,), "predict_state.weight": (c.state_dim, h),
+               "predict_state.bias": (c.state_dim,), "predict_action.0.weight": (c.act_dim, h),
+               "predict_action.0.bias": (c.act_dim,), "predict_return.weight": (1, h), "predict_return.bias": (1,)}
+    return shapes

@@ -21,16 +21,18 @@ ALLOWED = {
     "gptrl.bundle": {"gptrl", "gptrl.errors", "gptrl.fileio"},
     "gptrl.contract": {"gptrl.bundle"},
     "gptrl.rollout": {"gptrl.errors", "gptrl.bundle", "gptrl.contract"},
+    "gptrl.dt_window": {"gptrl.errors", "gptrl.rollout"},
     "gptrl.graph": {"gptrl.errors", "gptrl.fileio", "gptrl.bundle"},
-    "gptrl.runtime": {"gptrl.errors", "gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.rollout"},
+    "gptrl.runtime": {"gptrl.errors", "gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.rollout",
+                      "gptrl.dt_window"},
     "gptrl.evaluation": {"gptrl.errors", "gptrl.bundle", "gptrl.contract"},
     "gptrl.exporter": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.synthetic", "gptrl.bundle", "gptrl.contract",
-                       "gptrl.rollout", "gptrl.graph", "gptrl.runtime", "gptrl.evaluation"},
+                       "gptrl.rollout", "gptrl.dt_window", "gptrl.graph", "gptrl.runtime", "gptrl.evaluation"},
     "gptrl.training": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.synthetic", "gptrl.bundle", "gptrl.contract",
-                       "gptrl.rollout", "gptrl.graph", "gptrl.runtime", "gptrl.evaluation", "gptrl.exporter",
-                       "gptrl.cli"},
+                       "gptrl.rollout", "gptrl.dt_window", "gptrl.graph", "gptrl.runtime", "gptrl.evaluation",
+                       "gptrl.exporter", "gptrl.cli"},
     "gptrl.cli": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.rollout",
-                  "gptrl.runtime", "gptrl.evaluation", "gptrl.exporter"},
+                  "gptrl.dt_window", "gptrl.runtime", "gptrl.evaluation", "gptrl.exporter"},
 }
 # Third-party packages that only some components may import.
 RESTRICTED = {

@@ -65,3 +65,64 @@ def test_bad_dt_configs_are_refused(edit, message):
     edit(data)
     with pytest.raises(BundleError, match=message):
         parse_dt_config(data, "config.json")
+
+
+def _blog_get_action(model, states, actions, rewards, returns_to_go, timesteps, K):
+    """The Hugging Face Decision Transformer post's get_action, as published (left padding to K steps)."""
+    states = states.reshape(1, -1, model.config.state_dim)[:, -K:]
+    actions = actions.reshape(1, -1, model.config.act_dim)[:, -K:]
+    returns_to_go = returns_to_go.reshape(1, -1, 1)[:, -K:]
+    timesteps = timesteps.reshape(1, -1)[:, -K:]
+    padding = K - states.shape[1]
+    attention_mask = torch.cat([torch.zeros(padding), torch.ones(states.shape[1])]).to(dtype=torch.long).reshape(1, -1)
+    states = torch.cat([torch.zeros((1, padding, model.config.state_dim)), states], dim=1).float()
+    actions = torch.cat([torch.zeros((1, padding, model.config.act_dim)), actions], dim=1).float()
+    returns_to_go = torch.cat([torch.zeros((1, padding, 1)), returns_to_go], dim=1).float()
+    timesteps = torch.cat([torch.zeros((1, padding), dtype=torch.long), timesteps], dim=1)
+    _, action_preds, _ = model(states=states, actions=actions, rewards=rewards, returns_to_go=returns_to_go,
+                               timesteps=timesteps, attention_mask=attention_mask, return_dict=False)
+    return action_preds[0, -1]
+
+
+def test_runner_matches_the_blog_get_action_loop_in_closed_loop(tmp_path):
+    import gymnasium as gym
+
+    from gptrl.bundle.dt import DTSidecar
+    from gptrl.exporter.dt.runner import load_dt_runner
+
+    _, hf = _hf()
+    hf.save_pretrained(tmp_path / "dt")
+    rng = np.random.default_rng(1)
+    mean, std = rng.normal(size=11).astype(np.float32), rng.uniform(0.5, 2, size=11).astype(np.float32)
+    K, scale, target = 20, 1000.0, 3600.0
+    (tmp_path / "dt" / "gptrl_dt.json").write_text(
+        DTSidecar(mean.tolist(), std.tolist(), scale, target, "Hopper-v5", K).to_json())
+    runner = load_dt_runner(tmp_path / "dt")
+
+    env = gym.make("Hopper-v5")
+    state, _ = env.reset(seed=0)
+    runner.reset(state)
+    state_mean, state_std = torch.from_numpy(mean), torch.from_numpy(std)
+    target_return = torch.tensor(target / scale).reshape(1, 1)
+    states = torch.from_numpy(state).reshape(1, 11).float()
+    actions, rewards = torch.zeros((0, 3)), torch.zeros(0)
+    timesteps = torch.tensor(0).reshape(1, 1)
+    worst, reward = 0.0, None
+    for t in range(60):  # crosses the K = 20 window
+        actions = torch.cat([actions, torch.zeros((1, 3))], dim=0)
+        rewards = torch.cat([rewards, torch.zeros(1)])
+        with torch.no_grad():
+            action = _blog_get_action(hf, (states - state_mean) / state_std, actions, rewards, target_return,
+                                      timesteps, K)
+        actions[-1] = action
+        ours = runner.act(state, reward)
+        worst = max(worst, float(np.abs(ours - action.numpy()).max()))
+        state, reward, terminated, truncated, _ = env.step(action.numpy())
+        if terminated or truncated:
+            break
+        states = torch.cat([states, torch.from_numpy(state).reshape(1, 11).float()], dim=0)
+        rewards[-1] = reward
+        target_return = torch.cat([target_return, (target_return[0, -1] - reward / scale).reshape(1, 1)], dim=1)
+        timesteps = torch.cat([timesteps, torch.ones((1, 1), dtype=torch.long) * (t + 1)], dim=1)
+    assert t >= 20, "the episode ended before the window slid"
+    assert worst < 1e-5, worst

@@ -32,7 +32,7 @@ def _refusal(path: Path, exc: Exception) -> BundleError:
                        "unpickles objects, so the file was not loaded")
 
 
-def _load_tensor_dict(path: Path) -> dict[str, np.ndarray]:
+def load_tensor_dict(path: Path) -> dict[str, np.ndarray]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -68,9 +68,9 @@ def convert_legacy_bundle_to_safetensors(path: str | Path, *, overwrite: bool = 
         raise BundleError(f"{legacy}: missing (nothing to convert)")
     if (path / WEIGHTS_FILE).exists() and not overwrite:
         raise FileExistsError(f"{path / WEIGHTS_FILE}: already exists (pass overwrite=True to replace it)")
-    outputs = {WEIGHTS_FILE: _load_tensor_dict(legacy)}
+    outputs = {WEIGHTS_FILE: load_tensor_dict(legacy)}
     if (path / LEGACY_SIDECAR).is_file():
-        outputs[SIDECAR_FILE] = _load_tensor_dict(path / LEGACY_SIDECAR)
+        outputs[SIDECAR_FILE] = load_tensor_dict(path / LEGACY_SIDECAR)
 
     with tempfile.TemporaryDirectory(prefix="gptrl-convert-") as scratch:
         scratch = Path(scratch)

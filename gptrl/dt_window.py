@@ -1,0 +1,121 @@
+"""The Decision Transformer's rollout state (numpy only): the last K timesteps of every row, as the windowed model
+reads them. Shared by the torch runner and the torch-free runtime, like ``gptrl.rollout`` for the causal family.
+
+Per row the window holds, oldest first and left-padded: normalised states, the actions taken (zeros for the current
+step, whose action is being asked for), returns-to-go in model units (env return / scale), timesteps (capped at
+max_ep_len - 1) and a mask (1 = a real step). It follows the Hugging Face Decision Transformer post's evaluation
+loop exactly:
+
+- ``reset(s0, target)`` starts an episode: step 0 is (s0, 0, target / scale, t = 0).
+- ``act(obs, reward)`` returns a_t. The first act after a reset uses step 0 (its ``obs`` and ``reward`` are not
+  read); each later act appends step t = (obs, 0, R_{t-1} - reward / scale, t), where ``reward`` is the reward the
+  env returned with ``obs``. The action the model gives is written into the step's action slot.
+- ``reset_rows(mask, target)`` restarts rows: the observation each receives in its next act is its s0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gptrl.errors import BundleError
+from gptrl.rollout import check_batch, check_mask
+
+
+def check_target(value: Any, num_envs: int, default: float | None) -> np.ndarray:
+    """Per-row target returns (env units) from a number, a [num_envs] array or None (the bundle's default)."""
+    if value is None:
+        if default is None:
+            raise ValueError("this Decision Transformer bundle records no default target return: pass target_return")
+        value = default
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating, np.ndarray, list, tuple)):
+        raise TypeError(f"target_return must be a number or one per row, got {type(value).__name__}")
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim == 0:
+        array = np.full(num_envs, float(array))
+    if array.shape != (num_envs,):
+        raise ValueError(f"target_return has shape {array.shape}, expected a number or ({num_envs},)")
+    if not np.isfinite(array).all():
+        raise ValueError("target_return must be finite")
+    return array
+
+
+class DTWindow:
+    def __init__(self, num_envs: int, state_dim: int, act_dim: int, context: int, *, scale: float,
+                 state_mean: np.ndarray, state_std: np.ndarray, max_ep_len: int, default_target: float | None):
+        if scale <= 0:
+            raise BundleError(f"scale must be positive, got {scale}")
+        self.num_envs, self.state_dim, self.act_dim, self.context = num_envs, state_dim, act_dim, context
+        self.scale, self.max_ep_len, self.default_target = float(scale), int(max_ep_len), default_target
+        self.mean, self.std = np.asarray(state_mean, np.float32), np.asarray(state_std, np.float32)
+        B, K = num_envs, context
+        self.states = np.zeros((B, K, state_dim), np.float32)
+        self.actions = np.zeros((B, K, act_dim), np.float32)
+        self.returns_to_go = np.zeros((B, K, 1), np.float32)
+        self.timesteps = np.zeros((B, K), np.int64)
+        self.mask = np.zeros((B, K), np.float32)
+        self.started = np.zeros(B, bool)  # rows that have an episode
+        self.fresh = np.zeros(B, bool)  # step 0 is in the window and not yet acted on
+        self.await_obs = np.zeros(B, bool)  # reset_rows: the next obs is s0
+        self.pending_target = np.zeros(B, np.float64)
+        self.steps = np.zeros(B, np.int64)  # acts since each row's episode began (for messages)
+
+    def _begin(self, rows: np.ndarray, obs: np.ndarray, target: np.ndarray) -> None:
+        self.states[rows] = 0.0
+        self.actions[rows] = 0.0
+        self.returns_to_go[rows] = 0.0
+        self.timesteps[rows] = 0
+        self.mask[rows] = 0.0
+        self.states[rows, -1] = (obs[rows] - self.mean) / self.std
+        self.returns_to_go[rows, -1, 0] = target[rows] / self.scale
+        self.mask[rows, -1] = 1.0
+        self.started[rows] = True
+        self.fresh[rows] = True
+        self.await_obs[rows] = False
+        self.steps[rows] = 0
+
+    def reset(self, obs: Any, target_return: Any = None) -> None:
+        obs32, _ = check_batch(obs, self.num_envs, self.state_dim, "observation")
+        target = check_target(target_return, self.num_envs, self.default_target)
+        self._begin(np.ones(self.num_envs, bool), obs32, target)
+
+    def reset_rows(self, done_mask: Any, target_return: Any = None) -> None:
+        mask = check_mask(done_mask, self.num_envs)
+        if mask.any():
+            self.pending_target[mask] = check_target(target_return, self.num_envs, self.default_target)[mask]
+            self.await_obs |= mask
+            self.fresh &= ~mask
+            self.started |= mask
+
+    def begin_step(self, obs: Any, reward: Any) -> tuple[np.ndarray, bool]:
+        """Append this call's step to every row that needs one; returns (obs [B, S], single)."""
+        idle = np.flatnonzero(~self.started)
+        if idle.size:
+            raise RuntimeError(f"act() called before reset(): rows {idle.tolist()} have no episode")
+        obs32, single = check_batch(obs, self.num_envs, self.state_dim, "observation")
+        if self.await_obs.any():
+            self._begin(self.await_obs.copy(), obs32, self.pending_target)
+        running = ~self.fresh
+        if running.any():
+            if reward is None:
+                raise ValueError("a Decision Transformer needs the reward the env returned with obs: act(obs, reward)")
+            rewards = np.broadcast_to(np.asarray(reward, dtype=np.float64).reshape(-1), (self.num_envs,))
+            if not np.isfinite(rewards[running]).all():
+                raise ValueError("reward holds non-finite values")
+            rtg = self.returns_to_go[running, -1, 0] - rewards[running] / self.scale
+            t = np.minimum(self.timesteps[running, -1] + 1, self.max_ep_len - 1)
+            for buf in (self.states, self.actions, self.returns_to_go, self.timesteps, self.mask):
+                buf[running] = np.roll(buf[running], -1, axis=1)
+            self.states[running, -1] = (obs32[running] - self.mean) / self.std
+            self.actions[running, -1] = 0.0
+            self.returns_to_go[running, -1, 0] = rtg
+            self.timesteps[running, -1] = t
+            self.mask[running, -1] = 1.0
+        return obs32, single
+
+    def end_step(self, actions: np.ndarray) -> None:
+        """Record the actions given for this step in its action slot."""
+        self.actions[:, -1] = actions
+        self.fresh[:] = False
+        self.steps += 1

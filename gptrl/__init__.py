@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 _LAZY = {
-    "load_runner": "gptrl.exporter.causal.runner",
+    "load_runner": "gptrl.exporter.load",
     "PolicyRunner": "gptrl.exporter.causal.runner",
     "load_runner_from_hub": "gptrl.exporter.causal.runner",
     "export_bundle": "gptrl.exporter.causal.convert",
@@ -40,8 +40,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from gptrl.errors import BundleError, NonFiniteOutputError
     from gptrl.evaluation import evaluate, run_episodes
     from gptrl.exporter.causal.convert import export_bundle
-    from gptrl.exporter.causal.runner import PolicyRunner, load_runner, load_runner_from_hub
+    from gptrl.exporter.causal.runner import PolicyRunner, load_runner_from_hub
     from gptrl.exporter.legacy import convert_legacy_bundle_to_safetensors
+    from gptrl.exporter.load import load_runner
     from gptrl.exporter.onnx_export import export_onnx
     from gptrl.runtime import load_policy
 

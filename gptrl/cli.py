@@ -14,8 +14,29 @@ from typing import Any
 from gptrl.errors import BundleError
 
 
+def inspect_dt_bundle(path: str) -> dict[str, Any]:
+    """What ``gptrl inspect`` reports for a Decision Transformer bundle."""
+    from gptrl.bundle.dt import load_dt_bundle
+
+    b = load_dt_bundle(path)
+    c, s = b.config, b.sidecar
+    return {
+        "path": str(b.path), "family": "Decision Transformer (Hugging Face checkpoint + gptrl_dt.json)",
+        "env_id": s.env_id, "state_dim": c.state_dim, "action_dim": c.act_dim,
+        "architecture": {"network": "GPT2 trunk", "num_layers": c.n_layer, "d_model": c.hidden_size,
+                         "num_heads": c.n_head, "inner": c.inner, "activation": c.activation_function,
+                         "action_tanh": c.action_tanh, "max_ep_len": c.max_ep_len},
+        "weights": b.weights_file.name, "context_length": s.context_length, "return_scale": s.scale,
+        "default_target_return": s.target_return,
+    }
+
+
 def inspect_bundle(path: str) -> dict[str, Any]:
     """What ``gptrl inspect`` reports, as a dict."""
+    from gptrl.bundle.dt import is_dt_folder
+
+    if is_dt_folder(path):
+        return inspect_dt_bundle(path)
     from gptrl.bundle import load_bundle
     from gptrl.bundle.spaces import describe_space
     from gptrl.rollout import resolve_serving
@@ -56,6 +77,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     info = inspect_bundle(args.bundle)
     if args.json:
         print(json.dumps(info, indent=2))
+        return 0
+    if "family" in info:  # a Decision Transformer
+        a = info["architecture"]
+        rows = [("bundle", info["path"]), ("family", info["family"]), ("env id", info["env_id"] or "(not recorded)"),
+                ("state / action size", f"{info['state_dim']} / {info['action_dim']}"),
+                ("architecture", f"{a['network']}: {a['num_layers']} layers, d_model {a['d_model']}, "
+                                 f"{a['num_heads']} heads, MLP {a['inner']} {a['activation']}"),
+                ("context", f"K = {info['context_length']} timesteps (3K tokens)"),
+                ("returns", f"scale {info['return_scale']:g}, default target {info['default_target_return']}"),
+                ("weights", info["weights"])]
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            print(f"{key:<{width}}  {value}")
         return 0
     a = info["architecture"]
     arch = (f"{a['network']}: {a['num_layers']} layers, d_model {a['d_model']}, {a['num_heads']} heads "
@@ -129,19 +163,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.env:
         make_env(args.env).close()  # an unknown id fails before the policy loads
     if args.backend == "torch":
-        from gptrl.exporter.causal.runner import load_runner
+        from gptrl.exporter.load import load_runner
 
         runner = load_runner(args.bundle, num_envs=args.num_envs, device="cuda" if args.provider == "cuda" else "cpu")
     else:
         from gptrl.runtime import load_policy
 
         runner = load_policy(args.bundle, num_envs=args.num_envs, providers=args.provider)
-    env_id = args.env or runner.config.env_id
+    env_id = args.env or getattr(getattr(runner, "config", None), "env_id", None) or getattr(
+        getattr(getattr(runner, "bundle", None), "sidecar", None), "env_id", None)
     if not env_id:
         raise BundleError(f"{args.bundle}: the bundle records no env_id; pass --env")
     seeds = range(args.seed, args.seed + args.episodes)
     result = evaluate(env_id, runner, seeds=seeds, max_steps=args.max_steps, num_envs=args.num_envs,
-                      progress=not args.json)
+                      progress=not args.json, target_return=args.target_return)
     stats = {"env_id": env_id, "backend": args.backend, "seeds": [seeds.start, seeds.stop - 1], **result.to_dict()}
     if args.json:
         print(json.dumps(stats, indent=2))
@@ -205,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
     p.add_argument("--provider", choices=("cpu", "cuda"), default=None, help="default: CUDA when available, else CPU")
     p.add_argument("--num-envs", type=positive_int, default=1, help="step N envs together with one batched policy call")
+    p.add_argument("--target-return", type=float,
+                   help="return-conditioned policies (Decision Transformers): the target, in env units "
+                        "(default: the bundle's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("convert-legacy",

@@ -32,23 +32,28 @@ class StepInfo(TypedDict):
 
 @runtime_checkable
 class Actor(Protocol):
-    """The least a controller needs: ``gptrl.evaluation`` drives any object like this."""
+    """The least a controller needs: ``gptrl.evaluation`` drives any object like this.
+
+    One loop drives every family: ``reset(obs, target_return=None)`` and ``act(obs, reward=None)``, where ``reward``
+    is the reward the env returned with ``obs``. Return-conditioned policies (Decision Transformers) read both;
+    the causal policies accept and ignore them.
+    """
 
     @property
     def num_envs(self) -> int: ...
 
-    def reset(self, obs: Any) -> None: ...
+    def reset(self, obs: Any, target_return: Any = None) -> None: ...
 
-    def act(self, obs: Any) -> np.ndarray: ...
+    def act(self, obs: Any, reward: Any = None) -> np.ndarray: ...
 
 
 @runtime_checkable
 class Policy(Actor, Protocol):
     """A stateful policy over ``num_envs`` rows, torch or torch-free (see docs/format.md, "Rollout contract")."""
 
-    def act_with_info(self, obs: Any) -> tuple[np.ndarray, StepInfo]: ...
+    def act_with_info(self, obs: Any, reward: Any = None) -> tuple[np.ndarray, StepInfo]: ...
 
-    def reset_rows(self, done_mask: Any) -> None: ...
+    def reset_rows(self, done_mask: Any, target_return: Any = None) -> None: ...
 
     def observe(self, obs: Any, action: Any) -> None: ...
 

@@ -37,13 +37,24 @@ def summarize(returns: list[float], lengths: list[int]) -> EpisodeStats:
     return EpisodeStats.from_episodes(returns, lengths)
 
 
-def play_episode(env, runner: Actor, *, seed: int | None, max_steps: int | None) -> tuple[float, int]:
-    """One episode in a single gymnasium env (``seed=None``: the env's own RNG continues); returns (return, length)."""
+def _conditioned(runner: Actor) -> bool:
+    """Return-conditioned runners (Decision Transformers) take a target at reset and each step's reward."""
+    return bool(getattr(runner, "return_conditioned", False))
+
+
+def play_episode(env, runner: Actor, *, seed: int | None, max_steps: int | None,
+                 target_return: float | None = None) -> tuple[float, int]:
+    """One episode in a single gymnasium env (``seed=None``: the env's own RNG continues); returns (return, length).
+
+    A return-conditioned runner is reset with ``target_return`` (None: its default) and given each reward.
+    """
     obs, _ = env.reset(seed=seed)
-    runner.reset(obs)
-    total, steps = 0.0, 0
+    conditioned = _conditioned(runner)
+    runner.reset(obs, target_return=target_return) if conditioned else runner.reset(obs)
+    total, steps, reward = 0.0, 0, None
     while max_steps is None or steps < max_steps:
-        obs, reward, terminated, truncated, _ = env.step(runner.act(obs))
+        action = runner.act(obs, reward=reward) if conditioned else runner.act(obs)  # type: ignore[call-arg]
+        obs, reward, terminated, truncated, _ = env.step(action)
         total += float(reward)
         steps += 1
         if terminated or truncated:
@@ -79,6 +90,7 @@ def evaluate(
     num_envs: int = 1,
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = False,
+    target_return: float | None = None,
 ) -> EvalResult:
     """One episode per seed; the statistics of ``run_episodes`` plus ``normalized_score``.
 
@@ -86,7 +98,12 @@ def evaluate(
     policy call per step, per-row resets) with a runner built for ``num_envs`` rows. Rows
     then use per-row positions, so each episode is the one the one-env loop plays for its
     seed (up to float rounding of batched matrix products).
+
+    ``target_return`` (env units) conditions a return-conditioned runner (a Decision Transformer; None: the bundle's
+    default); the rewards are passed to it step by step. Other runners refuse a target.
     """
+    if target_return is not None and not _conditioned(runner):
+        raise ValueError(f"{type(runner).__name__} is not return-conditioned: it takes no target_return")
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty")
@@ -109,13 +126,13 @@ def evaluate(
         if num_envs == 1:
             returns, lengths = [], []
             for seed in seeds:
-                r, n = play_episode(env, runner, seed=seed, max_steps=max_steps)
+                r, n = play_episode(env, runner, seed=seed, max_steps=max_steps, target_return=target_return)
                 returns.append(r)
                 lengths.append(n)
                 if bar is not None:
                     bar.update(1)
         else:
-            returns, lengths = _evaluate_vector(env, runner, seeds, max_steps, bar)
+            returns, lengths = _evaluate_vector(env, runner, seeds, max_steps, bar, target_return)
     finally:
         if bar is not None:
             bar.close()
@@ -148,7 +165,8 @@ def _env_id(env) -> str | None:
     return getattr(spec, "id", None)
 
 
-def _evaluate_vector(envs, runner, seeds: list[int], max_steps: int, bar) -> tuple[list[float], list[int]]:
+def _evaluate_vector(envs, runner, seeds: list[int], max_steps: int, bar,
+                     target_return: float | None = None) -> tuple[list[float], list[int]]:
     """Seeds handed out to rows as they free up; finished rows reset through ``reset_mask``."""
     from gymnasium.vector import AutoresetMode
 
@@ -172,12 +190,15 @@ def _evaluate_vector(envs, runner, seeds: list[int], max_steps: int, bar) -> tup
     previous = runner.positions
     runner.positions = "per_row"
     try:
+        conditioned = _conditioned(runner)
         obs, _ = envs.reset(seed=assign(range(n)))
-        runner.reset(obs)
+        runner.reset(obs, target_return=target_return) if conditioned else runner.reset(obs)
         returns, lengths = [0.0] * len(seeds), [0] * len(seeds)
         ret, length = np.zeros(n), np.zeros(n, dtype=np.int64)
+        reward = None
         while (episode >= 0).any():
-            obs, reward, terminated, truncated, _ = envs.step(runner.act(obs))
+            action = runner.act(obs, reward=reward) if conditioned else runner.act(obs)  # type: ignore[call-arg]
+            obs, reward, terminated, truncated, _ = envs.step(action)
             ret += reward
             length += 1
             done = terminated | truncated | (length >= max_steps)
@@ -188,7 +209,10 @@ def _evaluate_vector(envs, runner, seeds: list[int], max_steps: int, bar) -> tup
             if done.any():
                 rows = np.flatnonzero(done)
                 obs, _ = envs.reset(seed=assign(rows), options={"reset_mask": done})
-                runner.reset_rows(done)
+                if conditioned:
+                    runner.reset_rows(done, target_return=target_return)
+                else:
+                    runner.reset_rows(done)
                 ret[rows], length[rows] = 0.0, 0
     finally:
         runner.positions = previous

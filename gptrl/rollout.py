@@ -98,19 +98,19 @@ class PolicyBase:
 
     num_envs: int
 
-    def act_with_info(self, obs: Any) -> tuple[np.ndarray, StepInfo]:
+    def act_with_info(self, obs: Any, reward: Any = None) -> tuple[np.ndarray, StepInfo]:
         raise NotImplementedError
 
-    def reset_rows(self, done_mask: Any) -> None:
+    def reset_rows(self, done_mask: Any, target_return: Any = None) -> None:
         raise NotImplementedError
 
     def _never_started(self) -> np.ndarray:
         """[num_envs] bool: rows that have no episode yet."""
         raise NotImplementedError
 
-    def act(self, obs: Any) -> np.ndarray:
+    def act(self, obs: Any, reward: Any = None) -> np.ndarray:
         """The action for the current step: float32 [A] for one env, [B, A] for a batch."""
-        return self.act_with_info(obs)[0]
+        return self.act_with_info(obs, reward)[0]
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = True):
         """Stable-Baselines3's convention: ``(action, state)``; ``episode_start`` flags new episodes.
@@ -343,11 +343,14 @@ class CachedPolicy(PolicyBase):
 
     # -- episode control --------------------------------------------------------
 
-    def reset(self, obs: Any) -> None:
-        """Start a new episode in every row from its first observation ([S] or [B, S])."""
+    def reset(self, obs: Any, target_return: Any = None) -> None:
+        """Start a new episode in every row from its first observation ([S] or [B, S]).
+
+        ``target_return`` is accepted so one loop drives every family; a causal policy is not return-conditioned.
+        """
         self.state.reset(obs)
 
-    def reset_rows(self, done_mask: Any) -> None:
+    def reset_rows(self, done_mask: Any, target_return: Any = None) -> None:
         """Restart the flagged rows; their next observation (act/observe) becomes their s0."""
         self.state.reset_rows(done_mask)
 
@@ -356,8 +359,8 @@ class CachedPolicy(PolicyBase):
     def _never_started(self) -> np.ndarray:
         return self.state.phase == RowPhase.NOT_STARTED
 
-    def act_with_info(self, obs: Any) -> tuple[np.ndarray, StepInfo]:
-        """``act`` plus the value estimate and termination probability of the same token.
+    def act_with_info(self, obs: Any, reward: Any = None) -> tuple[np.ndarray, StepInfo]:
+        """``act`` plus the value estimate and termination probability of the same token (``reward`` is ignored).
 
         A NaN or infinite output raises :class:`gptrl.errors.NonFiniteOutputError` naming the row and step.
         """

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import FIXTURES
 from gptrl.bundle.dt import parse_dt_config, required_dt_tensors
 from gptrl.errors import BundleError
 from gptrl.exporter.dt import DecisionTransformer
 
 transformers = pytest.importorskip("transformers")  # dev extra; installed by make test
+FIXTURE_CAUSAL = FIXTURES / "llama-hopper-single" / "bundle"
 
 
 def _hf(**overrides):
@@ -126,3 +128,80 @@ def test_runner_matches_the_blog_get_action_loop_in_closed_loop(tmp_path):
         timesteps = torch.cat([timesteps, torch.ones((1, 1), dtype=torch.long) * (t + 1)], dim=1)
     assert t >= 20, "the episode ended before the window slid"
     assert worst < 1e-5, worst
+
+
+@pytest.fixture
+def dt_bundle(tmp_path):
+    from gptrl.bundle.dt import DTSidecar
+
+    _, hf = _hf()
+    hf.save_pretrained(tmp_path / "dt")
+    (tmp_path / "dt" / "gptrl_dt.json").write_text(
+        DTSidecar([0.0] * 11, [1.0] * 11, 1000.0, 3600.0, "Hopper-v5", 20).to_json())
+    return tmp_path / "dt"
+
+
+def test_one_loop_drives_both_families_with_targets(dt_bundle):
+    import gptrl
+
+    runner = gptrl.load_runner(dt_bundle)
+    one = gptrl.evaluate("Hopper-v5", runner, seeds=range(3), max_steps=60, target_return=1800.0)
+    batched = gptrl.evaluate("Hopper-v5", gptrl.load_runner(dt_bundle, num_envs=3), seeds=range(3), max_steps=60,
+                             num_envs=3, target_return=1800.0)
+    assert batched.returns == pytest.approx(one.returns, rel=1e-4)
+    other = gptrl.evaluate("Hopper-v5", runner, seeds=range(3), max_steps=60, target_return=200.0)
+    assert other.returns != pytest.approx(one.returns)  # the target conditions the actions
+    causal = gptrl.load_runner(FIXTURE_CAUSAL)
+    with pytest.raises(ValueError, match="not return-conditioned"):
+        gptrl.evaluate("Hopper-v5", causal, seeds=range(1), target_return=100.0)
+    with pytest.raises(ValueError, match="takes num_envs and device"):
+        gptrl.load_runner(dt_bundle, kv_cache_max_len=4)
+
+
+@pytest.mark.parametrize("target, error, message", [
+    ("high", TypeError, "target_return must be a number"),
+    ([1.0, 2.0], ValueError, r"target_return has shape \(2,\)"),
+    (float("nan"), ValueError, "target_return must be finite"),
+])
+def test_bad_targets_are_refused(dt_bundle, target, error, message):
+    import gptrl
+
+    runner = gptrl.load_runner(dt_bundle)
+    with pytest.raises(error, match=message):
+        runner.reset(np.zeros(11, np.float32), target_return=target)
+
+
+def test_a_dt_needs_the_reward(dt_bundle):
+    import gptrl
+
+    runner = gptrl.load_runner(dt_bundle)
+    runner.reset(np.zeros(11, np.float32))
+    runner.act(np.zeros(11, np.float32))  # the first act reads step 0 only
+    with pytest.raises(ValueError, match="needs the reward"):
+        runner.act(np.zeros(11, np.float32))
+
+
+def test_cli_inspects_and_evaluates_a_dt_bundle(dt_bundle):
+    from gptrl.cli import inspect_bundle, main
+
+    info = inspect_bundle(str(dt_bundle))
+    assert info["context_length"] == 20 and info["architecture"]["num_layers"] == 3
+    assert main(["eval", str(dt_bundle), "--backend", "torch", "--episodes", "1", "--max-steps", "20",
+                 "--target-return", "900", "--json"]) == 0
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(state_mean=[0.0] * 10), "'state_mean' has 10 entries, expected state_dim 11"),
+    (lambda d: d.update(state_std=[0.0] * 11), "'state_std' must be positive"),
+    (lambda d: d.update(scale=0), "'scale' must be a positive number"),
+    (lambda d: d.update(scale=-5.0), "'scale' must be a positive number"),
+    (lambda d: d.update(target_return="high"), "'target_return' must be a number"),
+])
+def test_bad_sidecars_are_refused(dt_bundle, edit, message):
+    from gptrl.bundle.dt import load_dt_bundle
+
+    data = json.loads((dt_bundle / "gptrl_dt.json").read_text())
+    edit(data)
+    (dt_bundle / "gptrl_dt.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=message):
+        load_dt_bundle(dt_bundle)

@@ -86,14 +86,15 @@ class StatefulPolicy(PolicyBase):
 
     # -- episode control -------------------------------------------------------------------------------------------
 
-    def reset(self, obs: Any) -> None:
-        """Start a new episode in every row from its first observation ([S] or [B, S])."""
+    def reset(self, obs: Any, target_return: Any = None) -> None:
+        """Start a new episode in every row from its first observation ([S] or [B, S]); ``target_return`` is
+        accepted and ignored (a causal policy is not return-conditioned)."""
         self._reset_obs[:], _ = check_batch(obs, self.num_envs, self.config.state_dim, "observation")
         self._use_reset_obs[:] = True
         self._pending[:] = True
         self._begun[:] = True
 
-    def reset_rows(self, done_mask: Any) -> None:
+    def reset_rows(self, done_mask: Any, target_return: Any = None) -> None:
         """Restart the flagged rows; their next observation (act/observe) becomes their s0."""
         mask = check_mask(done_mask, self.num_envs)
         self._pending |= mask
@@ -120,8 +121,8 @@ class StatefulPolicy(PolicyBase):
         self._use_reset_obs[:] = False
         return single, out
 
-    def act_with_info(self, obs: Any) -> tuple[np.ndarray, StepInfo]:
-        """``act`` plus the value estimate and termination probability of the same token."""
+    def act_with_info(self, obs: Any, reward: Any = None) -> tuple[np.ndarray, StepInfo]:
+        """``act`` plus the value estimate and termination probability of the same token (``reward`` is ignored)."""
         single, out = self._step(obs)
         pick = (lambda a: a[0].copy()) if single else (lambda a: a.copy())
         term = out.get("termination_prob")

@@ -35,7 +35,7 @@ class TeacherActor:
     info: dict
     num_envs: ClassVar[int] = 1  # with ``reset`` below, the runner protocol of gptrl.evaluation
 
-    def reset(self, obs: np.ndarray) -> None:
+    def reset(self, obs: np.ndarray, target_return=None) -> None:
         """An MLP keeps no history: nothing to reset (lets ``gptrl.evaluation.evaluate`` drive the actor)."""
 
     def _features(self, obs: np.ndarray) -> np.ndarray:
@@ -47,7 +47,7 @@ class TeacherActor:
     def _rescale(self, squashed: np.ndarray) -> np.ndarray:
         return (self.action_low + 0.5 * (squashed + 1.0) * (self.action_high - self.action_low)).astype(np.float32)
 
-    def act(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    def act(self, obs: np.ndarray, rng: np.random.Generator | None = None, *, reward=None) -> np.ndarray:
         """The deterministic action ``tanh(mean)``, or with ``rng`` a sample of the squashed Gaussian."""
         h = self._features(obs)
         mean = h @ self.mean[0].T + self.mean[1]

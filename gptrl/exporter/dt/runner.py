@@ -44,6 +44,8 @@ def model_from_dt_bundle(bundle: DTBundle, device: str | torch.device = "cpu") -
 class DTRunner(PolicyBase):
     """``reset(obs, target_return=None)``, ``act(obs, reward=None)``, ``act_with_info``, ``reset_rows``; batches."""
 
+    return_conditioned = True
+
     def __init__(self, model: DecisionTransformer, bundle: DTBundle, *, num_envs: int = 1,
                  device: str | torch.device = "cpu"):
         c, side = bundle.config, bundle.sidecar

@@ -17,6 +17,7 @@ _LAZY = {
     "export_bundle": "gptrl.exporter.causal.convert",
     "convert_legacy_bundle_to_safetensors": "gptrl.exporter.legacy",
     "export_onnx": "gptrl.exporter.onnx_export",
+    "import_decision_transformer": "gptrl.exporter.dt.convert",
     "run_episodes": "gptrl.evaluation",
     "evaluate": "gptrl.evaluation",
     "load_bundle": "gptrl.bundle",
@@ -30,7 +31,8 @@ _LAZY = {
 
 __all__ = [  # the names of _LAZY and the version (a test keeps them in step)
     "BundleError", "EvalResult", "NonFiniteOutputError", "Policy", "PolicyRunner", "StepInfo", "__version__",
-    "convert_legacy_bundle_to_safetensors", "evaluate", "export_bundle", "export_onnx", "load_bundle", "load_policy",
+    "convert_legacy_bundle_to_safetensors", "evaluate", "export_bundle", "export_onnx", "import_decision_transformer",
+    "load_bundle", "load_policy",
     "load_runner", "load_runner_from_hub", "run_episodes",
 ]
 
@@ -41,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from gptrl.evaluation import evaluate, run_episodes
     from gptrl.exporter.causal.convert import export_bundle
     from gptrl.exporter.causal.runner import PolicyRunner, load_runner_from_hub
+    from gptrl.exporter.dt.convert import import_decision_transformer
     from gptrl.exporter.legacy import convert_legacy_bundle_to_safetensors
     from gptrl.exporter.load import load_runner
     from gptrl.exporter.onnx_export import export_onnx

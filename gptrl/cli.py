@@ -191,6 +191,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _numbers(text: str) -> list[float]:
+    """argparse type: comma-separated numbers, or @FILE holding a JSON list."""
+    try:
+        if text.startswith("@"):
+            values = json.loads(open(text[1:], encoding="utf-8").read())
+        else:
+            values = [float(v) for v in text.split(",") if v.strip()]
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: not comma-separated numbers or @FILE.json ({exc})") from None
+    if not isinstance(values, list):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a list of numbers")
+    return values
+
+
+def _cmd_dt_import(args: argparse.Namespace) -> int:
+    from gptrl.exporter.dt.convert import import_decision_transformer
+
+    out = import_decision_transformer(args.src, args.out, state_mean=args.state_mean, state_std=args.state_std,
+                                      scale=args.scale, target_return=args.target_return, env_id=args.env,
+                                      context_length=args.context_length, overwrite=args.overwrite,
+                                      revision=args.revision, cache_dir=args.cache_dir, local_files_only=args.offline)
+    print(f"wrote {out}")
+    return 0
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -245,6 +270,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the bundle's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
+    p = sub.add_parser("dt-import", help="a Hugging Face Decision Transformer checkpoint -> a gptrl DT bundle")
+    p.add_argument("src", help="checkpoint folder, or Hub repo id (owner/name)")
+    p.add_argument("out", help="bundle folder to write")
+    p.add_argument("--state-mean", type=_numbers, required=True,
+                   help="comma-separated (write --state-mean=-1,2,... when it starts with a minus), or @FILE.json")
+    p.add_argument("--state-std", type=_numbers, required=True, help="comma-separated, or @FILE.json")
+    p.add_argument("--scale", type=float, default=1000.0, help="return scale (returns-to-go are divided by it)")
+    p.add_argument("--target-return", type=float, help="default target return, env units")
+    p.add_argument("--env", help="gymnasium env id the policy acts in")
+    p.add_argument("--context-length", type=positive_int, default=20, help="K timesteps in the window")
+    p.add_argument("--revision", help="Hub revision")
+    p.add_argument("--cache-dir", help="huggingface_hub cache folder")
+    p.add_argument("--offline", action="store_true", help="resolve from the cache only")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_dt_import)
     p = sub.add_parser("convert-legacy",
                        help="turn model.pt/state_normalizer.pt into safetensors (no unpickling of objects)")
     p.add_argument("bundle")

@@ -170,8 +170,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from gptrl.runtime import load_policy
 
         runner = load_policy(args.bundle, num_envs=args.num_envs, providers=args.provider)
-    env_id = args.env or getattr(getattr(runner, "config", None), "env_id", None) or getattr(
-        getattr(getattr(runner, "bundle", None), "sidecar", None), "env_id", None)
+    env_id = args.env or getattr(runner, "env_id", None) or getattr(getattr(runner, "config", None), "env_id", None)
     if not env_id:
         raise BundleError(f"{args.bundle}: the bundle records no env_id; pass --env")
     seeds = range(args.seed, args.seed + args.episodes)

@@ -205,3 +205,32 @@ def test_bad_sidecars_are_refused(dt_bundle, edit, message):
     (dt_bundle / "gptrl_dt.json").write_text(json.dumps(data))
     with pytest.raises(BundleError, match=message):
         load_dt_bundle(dt_bundle)
+
+
+def test_export_runs_torch_free_and_matches_the_torch_runner(dt_bundle, tmp_path):
+    import subprocess
+    import sys
+
+    import gptrl
+    from gptrl.runtime import load_policy
+    from gptrl.runtime.dt import DTPolicy
+
+    out = gptrl.export_onnx(dt_bundle)  # verified against the torch DTRunner in closed loop
+    policy = load_policy(dt_bundle, num_envs=3)
+    assert isinstance(policy, DTPolicy)
+    torch_result = gptrl.evaluate("Hopper-v5", gptrl.load_runner(dt_bundle, num_envs=3), seeds=range(3),
+                                  max_steps=50, num_envs=3, target_return=1200.0)
+    onnx_result = gptrl.evaluate("Hopper-v5", policy, seeds=range(3), max_steps=50, num_envs=3,
+                                 target_return=1200.0)
+    assert onnx_result.returns == pytest.approx(torch_result.returns, rel=1e-4)
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from gptrl.cli import main\n"
+            f"raise SystemExit(main(['eval', {str(dt_bundle)!r}, '--episodes', '2', '--max-steps', '30', "
+            "'--target-return', '900', '--json']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    data = bytearray(out.read_bytes())
+    data[-100] ^= 1
+    (tmp_path / "tampered.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="do not match the seal"):
+        load_policy(tmp_path / "tampered.onnx")

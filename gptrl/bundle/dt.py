@@ -15,9 +15,17 @@ from typing import Any
 import numpy as np
 
 from gptrl.bundle.jsonreader import JsonReader
+from gptrl.bundle.policy_graph import (
+    KEY_FORMAT,
+    KEY_GRAPH_SHA256,
+    KEY_VERSION,
+    KEY_WEIGHTS_SHA256,
+    SEAL_PLACEHOLDER,
+    TensorSpec,
+)
 from gptrl.bundle.schema import LIMITS
 from gptrl.errors import BundleError
-from gptrl.fileio import read_json
+from gptrl.fileio import loads_json, read_json
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -193,3 +201,35 @@ def required_dt_tensors(c: DTConfig) -> dict[str, tuple[int, ...]]:
                "predict_state.bias": (c.state_dim,), "predict_action.0.weight": (c.act_dim, h),
                "predict_action.0.bias": (c.act_dim,), "predict_return.weight": (1, h), "predict_return.bias": (1,)}
     return shapes
+
+
+# -- the exported window graph (gptrl.graph.dt builds it, gptrl.runtime checks it) --------------------------------
+DT_FORMAT = "gptrl-dt-window/1"
+KEY_DT_CONFIG = "gptrl.dt_config"
+KEY_DT_SIDECAR = "gptrl.dt_sidecar"
+KEY_WEIGHTS_FILE = "gptrl.weights_file"
+
+
+def dt_io_spec(config: DTConfig, context_length: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of the windowed DT graph: the window ``gptrl.dt_window.DTWindow`` keeps -> the action."""
+    K = context_length
+    inputs = [TensorSpec("states", "float32", ("batch", K, config.state_dim)),
+              TensorSpec("actions", "float32", ("batch", K, config.act_dim)),
+              TensorSpec("returns_to_go", "float32", ("batch", K, 1)),
+              TensorSpec("timesteps", "int64", ("batch", K)),
+              TensorSpec("attention_mask", "float32", ("batch", K))]
+    return inputs, [TensorSpec("action", "float32", ("batch", config.act_dim))]
+
+
+def dt_metadata_props(bundle: DTBundle, weights_sha256: str, version: str) -> dict[str, str]:
+    return {KEY_FORMAT: DT_FORMAT, KEY_DT_CONFIG: json.dumps({"model_type": MODEL_TYPE, **asdict(bundle.config)}),
+            KEY_DT_SIDECAR: bundle.sidecar.to_json(), KEY_WEIGHTS_FILE: bundle.weights_file.name,
+            KEY_WEIGHTS_SHA256: weights_sha256, KEY_VERSION: version, KEY_GRAPH_SHA256: SEAL_PLACEHOLDER}
+
+
+def read_dt_metadata(props: dict[str, str], source: str) -> tuple[DTConfig, DTSidecar]:
+    config = parse_dt_config(loads_json(props.get(KEY_DT_CONFIG, ""), f"{source} metadata '{KEY_DT_CONFIG}'"),
+                             f"{source} metadata '{KEY_DT_CONFIG}'")
+    sidecar = parse_sidecar(loads_json(props.get(KEY_DT_SIDECAR, ""), f"{source} metadata '{KEY_DT_SIDECAR}'"),
+                            f"{source} metadata '{KEY_DT_SIDECAR}'", config)
+    return config, sidecar

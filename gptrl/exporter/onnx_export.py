@@ -13,6 +13,7 @@ import onnx
 
 from gptrl import __version__
 from gptrl.bundle import Bundle, load_bundle
+from gptrl.bundle.dt import is_dt_folder
 from gptrl.bundle.files import POLICY_FILE, WEIGHTS_FILE
 from gptrl.bundle.policy_graph import VARIANT_OPSETS, metadata_props
 from gptrl.contract import GraphVariant
@@ -79,6 +80,13 @@ def export_onnx(
         raise ValueError("kv and bos_cache_mode are fixed at export only in a stateful graph; the attention and "
                          "portable graphs take them when loaded")
     bundle_dir = Path(bundle_dir)
+    if is_dt_folder(bundle_dir):
+        if variant != DEFAULT_VARIANT or kv is not None or bos_cache_mode is not None or quantize is not None:
+            raise ValueError(f"{bundle_dir}: a Decision Transformer exports its exact windowed graph only (no variant, "
+                             "kv, bos_cache_mode or quantization yet)")
+        from gptrl.exporter.dt.export import export_dt_onnx
+
+        return export_dt_onnx(bundle_dir, out, verify=verify, tolerance=tolerance)
     out = Path(out) if out is not None else bundle_dir / POLICY_FILE
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; give the .onnx file to write (e.g. {out / POLICY_FILE})")

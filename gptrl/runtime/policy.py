@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from gptrl.bundle.dt import DT_FORMAT, KEY_WEIGHTS_FILE, dt_io_spec, read_dt_metadata
 from gptrl.bundle.files import POLICY_FILE, WEIGHTS_FILE
-from gptrl.bundle.policy_graph import PolicyMetadata, io_spec, read_metadata, verify_seal
+from gptrl.bundle.policy_graph import KEY_FORMAT, PolicyMetadata, TensorSpec, io_spec, read_metadata, verify_seal
 from gptrl.contract import BosCacheMode, PositionMode
 from gptrl.errors import BundleError
 from gptrl.fileio import sha256_file
 from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, resolve_serving
+from gptrl.runtime.dt import DTPolicy
 from gptrl.runtime.session import make_session, session_device
 from gptrl.runtime.stateful import StatefulPolicy
 
@@ -146,13 +148,18 @@ def _bind_array(bind, name: str, array: np.ndarray) -> None:
 def check_graph_io(session: ort.InferenceSession, metadata: PolicyMetadata, source: str) -> None:
     """The session's inputs and outputs must be exactly those ``io_spec`` gives for the metadata's variant."""
     want_in, want_out = io_spec(metadata.variant, metadata.config, metadata.kv_cache_max_len)
+    _check_io(session, want_in, want_out, source, f"variant {metadata.variant!r}")
+
+
+def _check_io(session: ort.InferenceSession, want_in: list[TensorSpec], want_out: list[TensorSpec], source: str,
+              what: str) -> None:
     for kind, want, have in (("input", want_in, session.get_inputs()), ("output", want_out, session.get_outputs())):
         got = {arg.name: arg for arg in have}
         missing = [s.name for s in want if s.name not in got]
         extra = sorted(set(got) - {s.name for s in want})
         if missing or extra:
-            raise BundleError(f"{source}: the graph's {kind}s disagree with its metadata (variant "
-                              f"{metadata.variant!r}): missing {missing}, unexpected {extra}")
+            raise BundleError(f"{source}: the graph's {kind}s disagree with its metadata ({what}): "
+                              f"missing {missing}, unexpected {extra}")
         for spec in want:
             arg = got[spec.name]
             shape = arg.shape or []
@@ -161,6 +168,28 @@ def check_graph_io(session: ort.InferenceSession, metadata: PolicyMetadata, sour
             if arg.type != _ORT_TYPES[spec.dtype] or not fixed_ok:
                 raise BundleError(f"{source}: {kind} '{spec.name}' is {arg.type} {shape}, but the metadata implies "
                                   f"{_ORT_TYPES[spec.dtype]} {list(spec.shape)}")
+
+
+def _check_seal(onnx_path: Path, digest: str) -> None:
+    if not digest:
+        raise BundleError(f"{onnx_path}: carries no seal (metadata 'gptrl.graph_sha256'); it was exported by an older "
+                          f"gptrl or by another tool: re-export it with `gptrl export`")
+    if not verify_seal(onnx_path.read_bytes(), digest):
+        raise BundleError(f"{onnx_path}: its bytes do not match the seal recorded at export (metadata "
+                          "'gptrl.graph_sha256'): the graph was changed or damaged after export; re-export it")
+
+
+def _load_dt_policy(session: ort.InferenceSession, props: dict[str, str], onnx_path: Path, path: str | Path,
+                    num_envs: int) -> DTPolicy:
+    config, sidecar = read_dt_metadata(props, str(onnx_path))
+    _check_seal(onnx_path, props.get("gptrl.graph_sha256", ""))
+    want_in, want_out = dt_io_spec(config, sidecar.context_length)
+    _check_io(session, want_in, want_out, str(onnx_path), "Decision Transformer window")
+    weights = onnx_path.parent / props.get(KEY_WEIGHTS_FILE, "")
+    if Path(path).is_dir() and weights.is_file() and props.get("gptrl.weights_sha256") != sha256_file(weights):
+        raise BundleError(f"{onnx_path}: was exported from other weights than {weights} (sha256 differs); "
+                          f"re-export with `gptrl export {onnx_path.parent}`")
+    return DTPolicy(session, config, sidecar, num_envs=num_envs)
 
 
 def resolve_policy_path(path: str | Path) -> Path:
@@ -184,7 +213,7 @@ def load_policy(
     providers: str | list[str] | None = None,
     intra_op_threads: int = 1,
     positions: PositionMode | None = None,
-) -> OnnxPolicy | StatefulPolicy:
+) -> OnnxPolicy | StatefulPolicy | DTPolicy:
     """Load a bundle folder holding policy.onnx, or a bare .onnx file: an :class:`OnnxPolicy` for the attention and
     portable graphs, a :class:`StatefulPolicy` for a stateful one (recognised from its metadata).
 
@@ -200,13 +229,11 @@ def load_policy(
     except Exception as exc:  # onnxruntime's Fail, InvalidProtobuf, InvalidGraph, ...
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise BundleError(f"{onnx_path}: onnxruntime cannot load it ({type(exc).__name__}: {first_line})") from None
-    metadata = read_metadata(session.get_modelmeta().custom_metadata_map, str(onnx_path))
-    if not metadata.graph_sha256:
-        raise BundleError(f"{onnx_path}: carries no seal (metadata 'gptrl.graph_sha256'); it was exported by an older "
-                          f"gptrl or by another tool: re-export it with `gptrl export`")
-    if not verify_seal(onnx_path.read_bytes(), metadata.graph_sha256):
-        raise BundleError(f"{onnx_path}: its bytes do not match the seal recorded at export (metadata "
-                          "'gptrl.graph_sha256'): the graph was changed or damaged after export; re-export it")
+    props = session.get_modelmeta().custom_metadata_map
+    if props.get(KEY_FORMAT) == DT_FORMAT:
+        return _load_dt_policy(session, props, onnx_path, path, num_envs)
+    metadata = read_metadata(props, str(onnx_path))
+    _check_seal(onnx_path, metadata.graph_sha256)
     check_graph_io(session, metadata, str(onnx_path))
     weights = onnx_path.parent / WEIGHTS_FILE
     if Path(path).is_dir() and weights.is_file() and metadata.weights_sha256 != sha256_file(weights):

@@ -56,6 +56,10 @@ class DTRunner(PolicyBase):
                                default_target=side.target_return)
         self.positions = "per_row"  # every row is its own episode window
 
+    @property
+    def env_id(self) -> str | None:
+        return self.bundle.sidecar.env_id
+
     def _never_started(self) -> np.ndarray:
         return ~self.window.started
 

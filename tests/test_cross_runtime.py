@@ -124,3 +124,53 @@ def test_portable_step_graph_loads_and_runs(tmp_path, runtime):
     expected = Onnxruntime(path)(feeds)["action_out"]
     got = RUNTIMES[runtime](path)(feeds)["action_out"]
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def dt_stateful(tmp_path_factory) -> tuple[Path, Path]:
+    """A Decision Transformer bundle (random weights) and its stateful graph."""
+    import torch
+    import transformers
+
+    from gptrl.bundle.dt import DTSidecar
+
+    folder = tmp_path_factory.mktemp("dt") / "bundle"
+    config = transformers.DecisionTransformerConfig(state_dim=17, act_dim=6, hidden_size=32, n_layer=2, n_head=2,
+                                                    max_ep_len=1000)
+    torch.manual_seed(0)
+    transformers.DecisionTransformerModel(config).save_pretrained(folder)
+    (folder / "gptrl_dt.json").write_text(DTSidecar([0.0] * 17, [1.0] * 17, 1000.0, 5000.0, "HalfCheetah-v5",
+                                                    10).to_json())
+    return folder, export_onnx(folder, folder.parent / "dt-stateful.onnx", variant="stateful")
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_dt_stateful_graph_on_each_runtime(dt_stateful, runtime):
+    """The Decision Transformer's stateful graph (plus reward and target_return inputs) against the torch runner,
+    two HalfCheetah envs, row 1 restarted with another target halfway."""
+    import gptrl
+
+    bundle, graph = dt_stateful
+    run = RUNTIMES[runtime](graph)
+    envs = [gym.make("HalfCheetah-v5") for _ in range(2)]
+    obs = np.stack([env.reset(seed=s)[0] for s, env in enumerate(envs)]).astype(np.float32)
+    runner = gptrl.load_runner(bundle, num_envs=2)
+    target = np.array([5000.0, 5000.0], np.float32)
+    runner.reset(obs, target_return=target)
+    state, reset, reward = zero_state(graph, 2), np.array([True, True]), np.zeros(2, np.float32)
+    steps, worst = (16 if runtime == "onnx.reference" else 30), 0.0
+    for t in range(steps):
+        expected = runner.act(obs, reward=None if t == 0 else reward)
+        out = run({"obs": obs, "reset": reset, "reward": reward, "target_return": target, **state})
+        worst = max(worst, float(np.abs(out["action"] - expected).max()))
+        state = {name.replace("state_out.", "state_in."): np.asarray(v) for name, v in out.items()
+                 if name.startswith("state_out.")}
+        results = [env.step(a) for env, a in zip(envs, expected)]
+        obs = np.stack([r[0] for r in results]).astype(np.float32)
+        reward = np.array([r[1] for r in results], np.float32)
+        reset = np.array([False, t == steps // 2])
+        if reset[1]:
+            obs[1] = envs[1].reset(seed=7)[0]
+            target = np.array([5000.0, 2000.0], np.float32)
+            runner.reset_rows(reset, target_return=target)
+    assert worst < 1e-4, f"{runtime}: max action difference {worst:.2e}"

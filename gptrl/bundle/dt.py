@@ -18,9 +18,11 @@ from gptrl.bundle.jsonreader import JsonReader
 from gptrl.bundle.policy_graph import (
     KEY_FORMAT,
     KEY_GRAPH_SHA256,
+    KEY_IO,
     KEY_VERSION,
     KEY_WEIGHTS_SHA256,
     SEAL_PLACEHOLDER,
+    STATEFUL_IO,
     TensorSpec,
 )
 from gptrl.bundle.schema import LIMITS
@@ -205,6 +207,7 @@ def required_dt_tensors(c: DTConfig) -> dict[str, tuple[int, ...]]:
 
 # -- the exported window graph (gptrl.graph.dt builds it, gptrl.runtime checks it) --------------------------------
 DT_FORMAT = "gptrl-dt-window/1"
+DT_STATEFUL_FORMAT = "gptrl-dt-stateful/1"  # also gptrl.io = stateful-v1
 KEY_DT_CONFIG = "gptrl.dt_config"
 KEY_DT_SIDECAR = "gptrl.dt_sidecar"
 KEY_WEIGHTS_FILE = "gptrl.weights_file"
@@ -221,8 +224,33 @@ def dt_io_spec(config: DTConfig, context_length: int) -> tuple[list[TensorSpec],
     return inputs, [TensorSpec("action", "float32", ("batch", config.act_dim))]
 
 
-def dt_metadata_props(bundle: DTBundle, weights_sha256: str, version: str) -> dict[str, str]:
-    return {KEY_FORMAT: DT_FORMAT, KEY_DT_CONFIG: json.dumps({"model_type": MODEL_TYPE, **asdict(bundle.config)}),
+def dt_state_spec(config: DTConfig, context_length: int) -> list[TensorSpec]:
+    """The state of a stateful DT graph (all float32; all zeros = a fresh policy): its window buffers."""
+    K = context_length
+    return [TensorSpec("states", "float32", ("batch", K, config.state_dim)),
+            TensorSpec("actions", "float32", ("batch", K, config.act_dim)),
+            TensorSpec("returns_to_go", "float32", ("batch", K, 1)),
+            TensorSpec("timesteps", "float32", ("batch", K)),
+            TensorSpec("mask", "float32", ("batch", K)),
+            TensorSpec("started", "float32", ("batch",))]
+
+
+def dt_stateful_io_spec(config: DTConfig, context_length: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """``obs, reset, reward, target_return, state_in.* -> action, state_out.*`` (docs/stateful.md)."""
+    state = dt_state_spec(config, context_length)
+    inputs = [TensorSpec("obs", "float32", ("batch", config.state_dim)), TensorSpec("reset", "bool", ("batch",)),
+              TensorSpec("reward", "float32", ("batch",)), TensorSpec("target_return", "float32", ("batch",))]
+    inputs += [TensorSpec(f"state_in.{s.name}", s.dtype, s.shape) for s in state]
+    outputs = [TensorSpec("action", "float32", ("batch", config.act_dim))]
+    outputs += [TensorSpec(f"state_out.{s.name}", s.dtype, s.shape) for s in state]
+    return inputs, outputs
+
+
+def dt_metadata_props(bundle: DTBundle, weights_sha256: str, version: str, *,
+                      stateful: bool = False) -> dict[str, str]:
+    extra = {KEY_IO: STATEFUL_IO} if stateful else {}
+    config = json.dumps({"model_type": MODEL_TYPE, **asdict(bundle.config)})
+    return extra | {KEY_FORMAT: DT_STATEFUL_FORMAT if stateful else DT_FORMAT, KEY_DT_CONFIG: config,
             KEY_DT_SIDECAR: bundle.sidecar.to_json(), KEY_WEIGHTS_FILE: bundle.weights_file.name,
             KEY_WEIGHTS_SHA256: weights_sha256, KEY_VERSION: version, KEY_GRAPH_SHA256: SEAL_PLACEHOLDER}
 

@@ -81,12 +81,13 @@ def export_onnx(
                          "portable graphs take them when loaded")
     bundle_dir = Path(bundle_dir)
     if is_dt_folder(bundle_dir):
-        if variant != DEFAULT_VARIANT or kv is not None or bos_cache_mode is not None or quantize is not None:
-            raise ValueError(f"{bundle_dir}: a Decision Transformer exports its exact windowed graph only (no variant, "
-                             "kv, bos_cache_mode or quantization yet)")
+        if variant not in (DEFAULT_VARIANT, "stateful") or kv is not None or bos_cache_mode is not None or quantize:
+            raise ValueError(f"{bundle_dir}: a Decision Transformer exports its exact windowed graph or, with "
+                             "--stateful, the stateful one (its K is fixed by the bundle; no kv, bos_cache_mode or "
+                             "quantization)")
         from gptrl.exporter.dt.export import export_dt_onnx
 
-        return export_dt_onnx(bundle_dir, out, verify=verify, tolerance=tolerance)
+        return export_dt_onnx(bundle_dir, out, verify=verify, tolerance=tolerance, stateful=variant == "stateful")
     out = Path(out) if out is not None else bundle_dir / POLICY_FILE
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; give the .onnx file to write (e.g. {out / POLICY_FILE})")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gptrl.bundle.dt import DT_FORMAT, KEY_WEIGHTS_FILE, dt_io_spec, read_dt_metadata
+from gptrl.bundle.dt import DT_FORMAT, DT_STATEFUL_FORMAT, KEY_WEIGHTS_FILE, dt_io_spec, read_dt_metadata
 from gptrl.bundle.files import POLICY_FILE, WEIGHTS_FILE
 from gptrl.bundle.policy_graph import KEY_FORMAT, PolicyMetadata, TensorSpec, io_spec, read_metadata, verify_seal
 from gptrl.contract import BosCacheMode, PositionMode
@@ -232,6 +232,9 @@ def load_policy(
     props = session.get_modelmeta().custom_metadata_map
     if props.get(KEY_FORMAT) == DT_FORMAT:
         return _load_dt_policy(session, props, onnx_path, path, num_envs)
+    if props.get(KEY_FORMAT) == DT_STATEFUL_FORMAT:
+        raise BundleError(f"{onnx_path}: a stateful Decision Transformer graph, meant to be driven directly "
+                          "(docs/stateful.md); load_policy runs the bundle's windowed policy.onnx")
     metadata = read_metadata(props, str(onnx_path))
     _check_seal(onnx_path, metadata.graph_sha256)
     check_graph_io(session, metadata, str(onnx_path))

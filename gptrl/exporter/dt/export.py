@@ -13,7 +13,7 @@ from gptrl.bundle.dt import DTBundle, dt_metadata_props, load_dt_bundle
 from gptrl.bundle.files import POLICY_FILE
 from gptrl.fileio import atomic_path, sha256_file
 from gptrl.graph import serialize
-from gptrl.graph.dt import build_dt_window_graph
+from gptrl.graph.dt import build_dt_stateful_graph, build_dt_window_graph
 from gptrl.synthetic import ClosedLoopEnv
 
 
@@ -22,7 +22,9 @@ class DTExportVerificationError(RuntimeError):
 
 
 def export_dt_onnx(bundle_dir: str | Path, out: str | Path | None = None, *, verify: bool = True,
-                   tolerance: float = 1e-4) -> Path:
+                   tolerance: float = 1e-4, stateful: bool = False) -> Path:
+    """The windowed graph (``policy.onnx``, run by ``gptrl.runtime.load_policy``), or with ``stateful`` the
+    ``obs, reset, reward, target_return, state_in.* -> action, state_out.*`` graph any ONNX runtime drives."""
     from gptrl.exporter.dt.runner import dt_tensors
 
     bundle_dir = Path(bundle_dir)
@@ -30,14 +32,16 @@ def export_dt_onnx(bundle_dir: str | Path, out: str | Path | None = None, *, ver
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; give the .onnx file to write (e.g. {out / POLICY_FILE})")
     bundle = load_dt_bundle(bundle_dir)
-    model = build_dt_window_graph(bundle, dt_tensors(bundle))
-    onnx.helper.set_model_props(model, dt_metadata_props(bundle, sha256_file(bundle.weights_file), __version__))
+    build = build_dt_stateful_graph if stateful else build_dt_window_graph
+    model = build(bundle, dt_tensors(bundle))
+    onnx.helper.set_model_props(model, dt_metadata_props(bundle, sha256_file(bundle.weights_file), __version__,
+                                                         stateful=stateful))
     model.doc_string = f"gptrl Decision Transformer window (K={bundle.sidecar.context_length})"
     onnx.checker.check_model(model, full_check=True)
     with atomic_path(out) as tmp:
         tmp.write_bytes(serialize(model))
         if verify:
-            verify_dt_export(tmp, bundle, tolerance=tolerance, name=out)
+            (verify_dt_stateful if stateful else verify_dt_export)(tmp, bundle, tolerance=tolerance, name=out)
     return out
 
 
@@ -68,5 +72,45 @@ def verify_dt_export(onnx_path: str | Path, bundle: DTBundle, *, tolerance: floa
     if worst > tolerance:
         raise DTExportVerificationError(f"{name or onnx_path}: the exported graph differs from the torch DTRunner by "
                                         f"{worst:.3e} over {steps} closed-loop steps (tolerance {tolerance:g}); "
+                                        "nothing was written")
+    return worst
+
+
+def verify_dt_stateful(onnx_path: str | Path, bundle: DTBundle, *, tolerance: float = 1e-4, num_envs: int = 2,
+                       seed: int = 0, name: str | Path | None = None) -> float:
+    """The stateful graph driven by plain onnxruntime (state fed back) against the torch DTRunner, as
+    ``verify_dt_export`` drives the window graph."""
+    import onnxruntime as ort
+
+    from gptrl.exporter.dt.runner import load_dt_runner
+
+    c, side = bundle.config, bundle.sidecar
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    state = {i.name: np.zeros([num_envs if d == "batch" else d for d in i.shape], np.float32)
+             for i in session.get_inputs() if i.name.startswith("state_in.")}
+    reference = load_dt_runner(bundle, num_envs=num_envs)
+    env = ClosedLoopEnv(c.state_dim, c.act_dim, num_envs, mean=bundle.state_mean, std=bundle.state_std, seed=seed)
+    target = np.full(num_envs, side.target_return if side.target_return is not None else 1000.0, np.float32)
+    obs = env.reset()
+    reference.reset(obs, target_return=target)
+    reset, reward = np.ones(num_envs, bool), np.zeros(num_envs, np.float32)
+    steps, worst = 2 * side.context_length + 8, 0.0
+    for t in range(steps):
+        expected = reference.act(obs, reward=None if t == 0 else reward)
+        out = dict(zip(outputs, session.run(None, {"obs": obs, "reset": reset, "reward": reward,
+                                                     "target_return": target, **state})))
+        worst = max(worst, float(np.abs(out["action"] - expected).max()))
+        state = {k.replace("state_out.", "state_in."): v for k, v in out.items() if k.startswith("state_out.")}
+        obs = env.step(expected)
+        reward = (np.tanh(obs.mean(axis=1)) * 3.0).astype(np.float32)
+        reset = np.zeros(num_envs, bool)
+        if t == steps // 2:
+            reset[-1] = True
+            target[-1] *= 0.5
+            reference.reset_rows(reset, target_return=target)
+    if worst > tolerance:
+        raise DTExportVerificationError(f"{name or onnx_path}: the stateful graph differs from the torch DTRunner "
+                                        f"by {worst:.3e} over {steps} closed-loop steps (tolerance {tolerance:g}); "
                                         "nothing was written")
     return worst

@@ -58,3 +58,24 @@ def test_hub_revision_and_missing_files(hub_cache):
         gptrl.load_runner_from_hub(REPO, subfolder="nope", cache_dir=hub_cache, local_files_only=True)
     with pytest.raises(BundleError, match="could not be fetched"):
         gptrl.load_runner_from_hub("someone/else", cache_dir=hub_cache, local_files_only=True)
+
+
+def test_v1_bundle_silent_about_normalisation_gets_its_sidecar_from_the_hub(hub_cache, downloads):
+    """The sidecar rule is the local one: a v1 config without a 'state_normalization' key still brings its
+    state_normalizer.safetensors, and the policy runs normalised (the reference trace replays)."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    folder = hub_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / COMMIT / "llama-hopper-v1-single"
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("state_normalization")
+    (folder / "config.json").write_text(json.dumps(config))
+    tensors = load_file(str(folder / "model.safetensors"))
+    save_file({k: v for k, v in tensors.items() if not k.startswith("state_normalization")},
+              str(folder / "model.safetensors"))  # the sidecar is now the only normaliser
+    runner = gptrl.load_runner_from_hub(REPO, subfolder="llama-hopper-v1-single", cache_dir=hub_cache,
+                                        local_files_only=True)
+    assert ("llama-hopper-v1-single", "state_normalizer.safetensors") in downloads
+    action_err, _ = replay(load_trace("llama-hopper-v1-single"), runner)
+    assert action_err < 1e-4

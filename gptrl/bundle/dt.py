@@ -54,6 +54,10 @@ class DTConfig:
     n_positions: int = 1024
     layer_norm_epsilon: float = 1e-5
     vocab_size: int = 1
+    # Dropout rates (training only; a no-op when the model runs).
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
 
     @property
     def inner(self) -> int:
@@ -123,6 +127,11 @@ def parse_dt_config(data: Any, source: str) -> DTConfig:
     eps = float(r.get("layer_norm_epsilon", "float", 1e-5))
     if not (math.isfinite(eps) and eps > 0):
         raise r.error(f"key 'layer_norm_epsilon' must be a positive number, got {eps}")
+    rates = {}
+    for key in ("embd_pdrop", "attn_pdrop", "resid_pdrop"):
+        rates[key] = float(r.get(key, "float", 0.1))
+        if not 0.0 <= rates[key] < 1.0:
+            raise r.error(f"key '{key}' must be in [0, 1), got {rates[key]}")
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
         if r.get(flag, "bool", False):
             raise r.error(f"key '{flag}' = true is not supported by gptrl")
@@ -141,6 +150,7 @@ def parse_dt_config(data: Any, source: str) -> DTConfig:
         n_positions=r.positive("n_positions", 1024, limit=LIMITS["max_position_embeddings"]),
         layer_norm_epsilon=eps,
         vocab_size=r.positive("vocab_size", 1, limit=1 << 20),
+        **rates,
     )
 
 

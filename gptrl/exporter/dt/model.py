@@ -31,6 +31,7 @@ class DTEncoder(nn.Module):
 
     def __init__(self, c: DTConfig):
         super().__init__()
+        self.config = c
         self.wte = nn.Embedding(c.vocab_size, c.hidden_size)
         self.wpe = nn.Embedding(c.n_positions, c.hidden_size)
         self.h = nn.ModuleList(GPT2Block(c.hidden_size, c.n_head, c.inner, c.activation_function, c.layer_norm_epsilon)
@@ -39,11 +40,13 @@ class DTEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x [B, L, h] embeddings, mask [B, 1, L, L] bool (True = may attend) -> final hidden states [B, L, h]."""
-        x = x + self.wpe.weight[0]
+        c, train = self.config, self.training
+        x = F.dropout(x + self.wpe.weight[0], c.embd_pdrop, train)
         for block in self.h:
             q, k, v = block.attn.qkv(block.attn_in(x))
-            x = x + block.attn.out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
-            x = x + block.mlp_out(x)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=c.attn_pdrop if train else 0.0)
+            x = x + F.dropout(block.attn.out(y), c.resid_pdrop, train)
+            x = x + F.dropout(block.mlp_out(x), c.resid_pdrop, train)
         return self.ln_f(x)
 
 

@@ -1,0 +1,51 @@
+"""Decision Transformer training: windows, a short run that resumes, and a bundle transformers loads."""
+
+import numpy as np
+import pytest
+
+from gptrl.training.datasets import Episode
+from gptrl.training.dt_train import DTTrainConfig, DTWindows, returns_to_go, train
+
+
+def _episodes(n=4, length=30, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Episode(observations=rng.normal(size=(length + 1, 11)).astype(np.float32),
+                    actions=rng.uniform(-1, 1, size=(length, 3)).astype(np.float32),
+                    expert_actions=np.zeros((length, 3), np.float32),
+                    rewards=rng.uniform(0, 2, size=length).astype(np.float32)) for _ in range(n)]
+
+
+def test_windows_are_left_padded_with_returns_to_go_and_timesteps():
+    eps = _episodes(1, length=8)
+    cfg = DTTrainConfig(context=5, scale=10.0)
+    w = DTWindows(eps, cfg, np.zeros(11, np.float32), np.ones(11, np.float32))
+    batch = w.sample(64)
+    rtg = returns_to_go(eps[0].rewards)
+    for row in range(64):
+        real = batch["mask"][row] > 0
+        t = batch["timesteps"][row][real]
+        assert real[-1] and np.all(np.diff(t) == 1)  # real steps are contiguous and end the window
+        assert np.all(batch["mask"][row][: (~real).sum()] == 0)  # padding only on the left
+        np.testing.assert_allclose(batch["returns_to_go"][row, real, 0], rtg[t] / 10.0, rtol=1e-6)
+        np.testing.assert_array_equal(batch["actions"][row, real], eps[0].actions[t])
+
+
+def test_a_short_run_resumes_and_publishes_a_loadable_bundle(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import gptrl
+
+    cfg = DTTrainConfig(steps=6, eval_every=3, batch_size=4, context=5, hidden=16, layers=1, heads=1,
+                        eval_episodes=2, target_return=100.0)
+    state = train("Hopper-v5", tmp_path / "run", _episodes(), cfg, progress=False)
+    assert [r["step"] for r in state["history"]] == [3, 6]
+    cfg.steps = 9  # continues from the checkpoint at step 6
+    state = train("Hopper-v5", tmp_path / "run", _episodes(), cfg, progress=False)
+    assert [r["step"] for r in state["history"]] == [3, 6, 9]
+    best = tmp_path / "run" / "best"
+    assert transformers.DecisionTransformerModel.from_pretrained(best) is not None
+    runner = gptrl.load_runner(best)
+    runner.reset(np.zeros(11, np.float32))
+    assert runner.act(np.zeros(11, np.float32)).shape == (3,)
+    cfg.hidden = 32
+    with pytest.raises(FileExistsError, match="other settings"):
+        train("Hopper-v5", tmp_path / "run", _episodes(), cfg, progress=False)

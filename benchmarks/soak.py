@@ -69,11 +69,16 @@ def main() -> None:
     torch.set_num_threads(1)
     from gptrl.exporter import export_onnx
 
+    # Each batch size's result is saved as soon as it is done (merged with earlier runs of other sizes), so a long
+    # batch-64 soak can run in a session of its own: `python benchmarks/soak.py --batch 64`.
+    results = {r["batch"]: r for r in (json.loads(a.out.read_text()) if a.out.exists() else [])}
     with tempfile.TemporaryDirectory() as tmp:
         bundle = random_bundle(Path(tmp), 256)
         onnx_path = export_onnx(bundle, Path(tmp) / "policy.onnx")
-        results = [soak(onnx_path, b, a.steps) for b in a.batch]
-    a.out.write_text(json.dumps(results, indent=1) + "\n")
+        for b in a.batch:
+            results[b] = soak(onnx_path, b, a.steps)
+            a.out.write_text(json.dumps([results[k] for k in sorted(results)], indent=1) + "\n")
+    results = [results[k] for k in sorted(results)]
     print("| batch | steps | RSS start (MiB) | RSS end (MiB) | max (MiB) | ms/step |")
     print("|---:|---:|---:|---:|---:|---:|")
     for r in results:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from gptrl.bundle.files import CONFIG_FILE, SIDECAR_FILE
+from gptrl.bundle.files import CONFIG_FILE
 from gptrl.bundle.jsonreader import JsonReader, describe
 from gptrl.bundle.schema import (
     BOS_CACHE_MODES,
@@ -25,7 +25,7 @@ from gptrl.bundle.schema import (
     ModelConfig,
     default_max_position_embeddings,
 )
-from gptrl.bundle.spaces import flat_size, json_bound, parse_bound, validate_space_dict
+from gptrl.bundle.spaces import box_bounds, flat_size, json_bound, parse_bound, validate_space_dict
 from gptrl.bundle.weights import parameter_count, required_tensors
 from gptrl.errors import BundleError
 from gptrl.fileio import read_json
@@ -151,8 +151,6 @@ def _check_container(r: JsonReader, key: str, container: dict[str, Any], specs: 
     if size is not None and size != total:
         raise r.error(f"key '{key}' describes {size} features but the specs total {total}")
     if key == "action_container" and container["type"] == "Box":
-        from gptrl.bundle.spaces import box_bounds
-
         for side in ("low", "high"):
             box = box_bounds(container, side).ravel()
             spec = np.array([v for s in specs for v in getattr(s, side)])
@@ -160,12 +158,9 @@ def _check_container(r: JsonReader, key: str, container: dict[str, Any], specs: 
                 raise r.error(f"key '{key}.{side}' disagrees with 'action_specs' {side} bounds")
 
 
-def parse_config(data: Any, source: str = CONFIG_FILE, *, sidecar_present: bool = False) -> BundleConfig:
-    """Validate a decoded config.json; ``source`` names the file in error messages.
-
-    ``sidecar_present`` is kept for callers of earlier versions; the loader now decides about the sidecar itself.
-    """
-    del sidecar_present
+def parse_config(data: Any, source: str = CONFIG_FILE) -> BundleConfig:
+    """Validate a decoded config.json; ``source`` names the file in error messages. Which normaliser applies is
+    decided at load, from the config and the weights together (``gptrl.bundle.normalizer``)."""
     r = JsonReader(data, source)
     version = r.get("bundle_format_version", "int", 1)
     if version not in SUPPORTED_FORMAT_VERSIONS:
@@ -267,7 +262,7 @@ def read_config(bundle_dir: str | Path) -> BundleConfig:
         raise BundleError(f"{bundle_dir}: not a bundle folder (it does not exist or is not a directory)")
     if not path.is_file():
         raise BundleError(f"{path}: missing (a bundle needs config.json)")
-    return parse_config(read_json(path), str(path), sidecar_present=(bundle_dir / SIDECAR_FILE).is_file())
+    return parse_config(read_json(path), str(path))
 
 
 __all__ = ["box_dict", "describe", "parse_config", "read_config"]

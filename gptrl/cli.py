@@ -204,6 +204,16 @@ def _numbers(text: str) -> list[float]:
     return values
 
 
+def _cmd_record(args: argparse.Namespace) -> int:
+    from gptrl.record import record_episode
+
+    rec = record_episode(args.bundle, args.output, seed=args.seed, backend=args.backend, env_id=args.env,
+                         max_steps=args.max_steps, every=args.every, fps=args.fps, width=args.width,
+                         height=args.height, target_return=args.target_return, progress=True)
+    print(f"wrote {rec.path}: {rec.frames} frames of a {rec.length}-step episode, return {rec.episode_return:.1f}")
+    return 0
+
+
 def _cmd_dt_import(args: argparse.Namespace) -> int:
     from gptrl.exporter.dt.convert import import_decision_transformer
 
@@ -269,6 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the bundle's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
+    p = sub.add_parser("record", help="render one episode to an MP4 or GIF (offscreen; MUJOCO_GL=egl headless)")
+    p.add_argument("bundle")
+    p.add_argument("-o", "--output", help="FILE.mp4 or FILE.gif (default BUNDLE/episode.mp4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    p.add_argument("--env", help="gymnasium env id (default: the bundle's)")
+    p.add_argument("--max-steps", type=positive_int, default=1000)
+    p.add_argument("--every", type=positive_int, default=1, help="keep every N-th frame (smaller files)")
+    p.add_argument("--fps", type=float, help="default: the env's frame rate / --every (real time)")
+    p.add_argument("--width", type=positive_int, default=480)
+    p.add_argument("--height", type=positive_int, default=480)
+    p.add_argument("--target-return", type=float, help="return-conditioned policies: the target")
+    p.set_defaults(func=_cmd_record)
     p = sub.add_parser("dt-import", help="a Hugging Face Decision Transformer checkpoint -> a gptrl DT bundle")
     p.add_argument("src", help="checkpoint folder, or Hub repo id (owner/name)")
     p.add_argument("out", help="bundle folder to write")

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering (gptrl record); set before gymnasium's renderer loads
+
 import json
 from dataclasses import dataclass
 from pathlib import Path

@@ -31,8 +31,9 @@ ALLOWED = {
     "gptrl.training": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.synthetic", "gptrl.bundle", "gptrl.contract",
                        "gptrl.rollout", "gptrl.dt_window", "gptrl.graph", "gptrl.runtime", "gptrl.evaluation",
                        "gptrl.exporter", "gptrl.cli"},
+    "gptrl.record": {"gptrl.fileio", "gptrl.runtime", "gptrl.exporter"},
     "gptrl.cli": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.rollout",
-                  "gptrl.dt_window", "gptrl.runtime", "gptrl.evaluation", "gptrl.exporter"},
+                  "gptrl.dt_window", "gptrl.runtime", "gptrl.evaluation", "gptrl.exporter", "gptrl.record"},
 }
 # Third-party packages that only some components may import.
 RESTRICTED = {

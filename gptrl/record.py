@@ -1,0 +1,84 @@
+"""``gptrl record``: one episode of a policy, rendered offscreen (MuJoCo ``rgb_array``; set ``MUJOCO_GL=egl`` on a
+machine without a display) and written as an MP4 (imageio's ffmpeg) or a GIF, on the torch-free runtime by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gptrl.fileio import atomic_path
+
+SUFFIXES = (".mp4", ".gif")
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: Path
+    frames: int
+    episode_return: float
+    length: int
+
+
+def record_episode(bundle: str | Path, out: str | Path | None = None, *, seed: int = 0, backend: str = "onnx",
+                   env_id: str | None = None, max_steps: int = 1000, every: int = 1, fps: float | None = None,
+                   width: int = 480, height: int = 480, target_return: float | None = None,
+                   progress: bool = True) -> Recording:
+    """Play one episode (``seed``) and write every ``every``-th frame to ``out`` (default BUNDLE/episode.mp4).
+
+    ``fps`` defaults to the env's own frame rate divided by ``every``, so the video plays in real time.
+    """
+    import gymnasium as gym
+    import imageio.v2 as imageio
+
+    out = Path(out) if out is not None else Path(bundle) / "episode.mp4"
+    if out.suffix.lower() not in SUFFIXES:
+        raise ValueError(f"{out}: the output must end in {' or '.join(SUFFIXES)}")
+    if every < 1 or max_steps < 1 or width < 16 or height < 16:
+        raise ValueError("every and max_steps must be >= 1, width and height >= 16")
+    if backend == "torch":
+        from gptrl.exporter.load import load_runner
+
+        runner = load_runner(bundle)
+    elif backend == "onnx":
+        from gptrl.runtime import load_policy
+
+        runner = load_policy(bundle, providers="cpu")
+    else:
+        raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
+    env_id = env_id or getattr(runner, "env_id", None) or getattr(getattr(runner, "config", None), "env_id", None)
+    if not env_id:
+        raise ValueError(f"{bundle}: the bundle records no env_id; pass env_id")
+    env = gym.make(env_id, render_mode="rgb_array", width=width, height=height)
+    fps = fps or env.metadata.get("render_fps", 30) / every
+    conditioned = bool(getattr(runner, "return_conditioned", False))
+    steps = range(max_steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"record {env_id}", unit="step")
+    total, length, frames, reward = 0.0, 0, 0, None
+    with atomic_path(out) as tmp:
+        writer = imageio.get_writer(tmp, fps=fps) if tmp.suffix == ".mp4" else imageio.get_writer(
+            tmp, mode="I", duration=1000.0 / fps, loop=0)
+        try:
+            obs, _ = env.reset(seed=seed)
+            runner.reset(obs, target_return=target_return) if conditioned else runner.reset(obs)
+            for t in steps:
+                if t % every == 0:
+                    writer.append_data(env.render())
+                    frames += 1
+                action = runner.act(obs, reward=reward) if conditioned else runner.act(obs)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                length += 1
+                if terminated or truncated:
+                    break
+            writer.append_data(env.render())
+            frames += 1
+        finally:
+            writer.close()
+            env.close()
+            if hasattr(steps, "close"):
+                steps.close()
+    return Recording(out, frames, total, length)

@@ -1,0 +1,24 @@
+"""The model cards' plots are real PNG files drawn from the data given."""
+
+import numpy as np
+from PIL import Image
+
+from gptrl.training.plots import plot_conditioning, plot_returns, plot_training
+
+
+def _png(path):
+    image = Image.open(path)
+    assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
+    return np.asarray(image.convert("L"), dtype=float)
+
+
+def test_plots_are_written_and_depend_on_the_data(tmp_path):
+    history = [{"step": s, "action_mse": 0.1 / s, "return_mean": 100.0 * s, "return_std": 5.0} for s in (1, 2, 3)]
+    a = _png(plot_training(history, tmp_path / "train.png", title="Hopper-v5"))
+    b = _png(plot_training([{**r, "return_mean": -r["return_mean"]} for r in history], tmp_path / "train2.png"))
+    assert a.shape != b.shape or np.abs(a - b).mean() > 0  # other data, other picture
+    _png(plot_returns(list(np.linspace(3000, 3300, 50)), tmp_path / "returns.png",
+                      lines={"teacher": 3220.6, "reference project": 2836.3}))
+    _png(plot_conditioning([500, 1500, 2500, 3500], [600, 1400, 2400, 3100], [50, 80, 120, 90],
+                           tmp_path / "cond.png", data_means={"expert": 2338.8, "medium": 994.5}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cond.png", "returns.png", "train.png", "train2.png"]

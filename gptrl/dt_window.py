@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from gptrl.contract import StepInfo
 from gptrl.errors import BundleError
-from gptrl.rollout import check_batch, check_mask
+from gptrl.rollout import MAX_NUM_ENVS, PolicyBase, check_batch, check_count, check_mask, check_outputs
 
 
 def check_target(value: Any, num_envs: int, default: float | None) -> np.ndarray:
@@ -46,6 +47,7 @@ class DTWindow:
                  state_mean: np.ndarray, state_std: np.ndarray, max_ep_len: int, default_target: float | None):
         if scale <= 0:
             raise BundleError(f"scale must be positive, got {scale}")
+        num_envs = check_count("num_envs", num_envs, MAX_NUM_ENVS)  # before allocating the window
         self.num_envs, self.state_dim, self.act_dim, self.context = num_envs, state_dim, act_dim, context
         self.scale, self.max_ep_len, self.default_target = float(scale), int(max_ep_len), default_target
         self.mean, self.std = np.asarray(state_mean, np.float32), np.asarray(state_std, np.float32)
@@ -119,3 +121,40 @@ class DTWindow:
         self.actions[:, -1] = actions
         self.fresh[:] = False
         self.steps += 1
+
+
+class WindowPolicy(PolicyBase):
+    """What every Decision Transformer runner shares: the contract on top of a ``DTWindow``; subclasses implement
+    ``_forward`` (the model on ``self.window``'s buffers -> actions [B, A])."""
+
+    return_conditioned = True
+    positions = "per_row"  # every row is its own episode window
+    window: DTWindow
+    env_id: str | None = None
+
+    def _forward(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _never_started(self) -> np.ndarray:
+        return ~self.window.started
+
+    def reset(self, obs: Any, target_return: Any = None) -> None:
+        """Start every row's episode from ``obs``; ``target_return`` in env units (None: the bundle's default)."""
+        self.window.reset(obs, target_return)
+
+    def reset_rows(self, done_mask: Any, target_return: Any = None) -> None:
+        self.window.reset_rows(done_mask, target_return)
+
+    def act_with_info(self, obs: Any, reward: Any = None) -> tuple[np.ndarray, StepInfo]:
+        """The action for this step; info["value"] is the return still to go (env units) the action aims for."""
+        _, single = self.window.begin_step(obs, reward)
+        actions = self._forward()
+        w = self.window
+        to_go = (w.returns_to_go[:, -1, 0] * w.scale).astype(np.float32)
+        check_outputs(actions, to_go, None, w.steps)
+        w.end_step(actions)
+        pick = (lambda a: a[0]) if single else (lambda a: a)
+        return pick(actions), {"value": pick(to_go), "termination_prob": None}
+
+    def act(self, obs: Any, reward: Any = None) -> np.ndarray:
+        return self.act_with_info(obs, reward)[0]

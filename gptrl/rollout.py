@@ -141,7 +141,7 @@ class RowPhase(IntEnum):
     RUNNING = 3  # its next token is the completed (s_{t-1}, a_{t-1}, 0)
 
 
-def _check_count(name: str, value: Any, limit: int) -> int:
+def check_count(name: str, value: Any, limit: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if value > limit:
@@ -152,9 +152,9 @@ def _check_count(name: str, value: Any, limit: int) -> int:
 def resolve_serving(config: BundleConfig, kv_cache_max_len: int | None, bos_cache_mode: str | None,
                     num_envs: int = 1) -> tuple[int, BosCacheMode]:
     """Apply defaults to the serving settings and refuse those the architecture (or memory) cannot serve."""
-    kv = _check_count("kv_cache_max_len", config.context_length if kv_cache_max_len is None else kv_cache_max_len,
+    kv = check_count("kv_cache_max_len", config.context_length if kv_cache_max_len is None else kv_cache_max_len,
                       MAX_KV_CACHE_LEN)
-    num_envs = _check_count("num_envs", num_envs, MAX_NUM_ENVS)
+    num_envs = check_count("num_envs", num_envs, MAX_NUM_ENVS)
     m = config.model
     cache_bytes = 2 * m.num_layers * num_envs * (kv + 1) * m.d_model * 4
     if cache_bytes > MAX_CACHE_BYTES:
@@ -205,7 +205,7 @@ class RolloutState:
         ring_size: int | None = None,
         positions: PositionMode = "shared",
     ):
-        num_envs = _check_count("num_envs", num_envs, MAX_NUM_ENVS)
+        num_envs = check_count("num_envs", num_envs, MAX_NUM_ENVS)
         self.num_envs, self.state_dim, self.action_dim = int(num_envs), state_dim, action_dim
         self.kv_cache_max_len, self.bos_cache_mode = kv_cache_max_len, bos_cache_mode
         self.ring_size = ring_size or kv_cache_max_len

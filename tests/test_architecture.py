@@ -21,7 +21,7 @@ ALLOWED = {
     "gptrl.bundle": {"gptrl", "gptrl.errors", "gptrl.fileio"},
     "gptrl.contract": {"gptrl.bundle"},
     "gptrl.rollout": {"gptrl.errors", "gptrl.bundle", "gptrl.contract"},
-    "gptrl.dt_window": {"gptrl.errors", "gptrl.rollout"},
+    "gptrl.dt_window": {"gptrl.errors", "gptrl.contract", "gptrl.rollout"},
     "gptrl.graph": {"gptrl.errors", "gptrl.fileio", "gptrl.bundle"},
     "gptrl.runtime": {"gptrl.errors", "gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.rollout",
                       "gptrl.dt_window"},

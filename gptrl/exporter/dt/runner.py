@@ -8,16 +8,13 @@ The window bookkeeping is ``gptrl.dt_window.DTWindow``, shared with the torch-fr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from gptrl.bundle.dt import SAFETENSORS_FILE, DTBundle, load_dt_bundle, required_dt_tensors
-from gptrl.contract import StepInfo
-from gptrl.dt_window import DTWindow
+from gptrl.dt_window import DTWindow, WindowPolicy
 from gptrl.exporter.dt.model import DecisionTransformer
-from gptrl.rollout import PolicyBase, check_outputs
 
 
 def dt_tensors(bundle: DTBundle) -> dict[str, np.ndarray]:
@@ -41,34 +38,17 @@ def model_from_dt_bundle(bundle: DTBundle, device: str | torch.device = "cpu") -
     return model.to(device).eval()
 
 
-class DTRunner(PolicyBase):
+class DTRunner(WindowPolicy):
     """``reset(obs, target_return=None)``, ``act(obs, reward=None)``, ``act_with_info``, ``reset_rows``; batches."""
-
-    return_conditioned = True
 
     def __init__(self, model: DecisionTransformer, bundle: DTBundle, *, num_envs: int = 1,
                  device: str | torch.device = "cpu"):
         c, side = bundle.config, bundle.sidecar
         self.model, self.bundle, self.device = model.to(device).eval(), bundle, torch.device(device)
-        self.num_envs = int(num_envs)
-        self.window = DTWindow(self.num_envs, c.state_dim, c.act_dim, side.context_length, scale=side.scale,
+        self.window = DTWindow(num_envs, c.state_dim, c.act_dim, side.context_length, scale=side.scale,
                                state_mean=bundle.state_mean, state_std=bundle.state_std, max_ep_len=c.max_ep_len,
                                default_target=side.target_return)
-        self.positions = "per_row"  # every row is its own episode window
-
-    @property
-    def env_id(self) -> str | None:
-        return self.bundle.sidecar.env_id
-
-    def _never_started(self) -> np.ndarray:
-        return ~self.window.started
-
-    def reset(self, obs: Any, target_return: Any = None) -> None:
-        """Start every row's episode from ``obs``; ``target_return`` in env units (None: the bundle's default)."""
-        self.window.reset(obs, target_return)
-
-    def reset_rows(self, done_mask: Any, target_return: Any = None) -> None:
-        self.window.reset_rows(done_mask, target_return)
+        self.num_envs, self.env_id = self.window.num_envs, side.env_id
 
     @torch.inference_mode()
     def _forward(self) -> np.ndarray:
@@ -78,22 +58,7 @@ class DTRunner(PolicyBase):
                          torch.from_numpy(w.mask).to(dev))
         return out.action_preds[:, -1].cpu().numpy()
 
-    def act_with_info(self, obs: Any, reward: Any = None) -> tuple[np.ndarray, StepInfo]:
-        """The action for this step; info["value"] is the return still to go (env units) the action aims for."""
-        _, single = self.window.begin_step(obs, reward)
-        actions = self._forward()
-        to_go = (self.window.returns_to_go[:, -1, 0] * self.window.scale).astype(np.float32)
-        check_outputs(actions, to_go, None, self.window.steps)
-        self.window.end_step(actions)
-        pick = (lambda a: a[0]) if single else (lambda a: a)
-        return pick(actions), {"value": pick(to_go), "termination_prob": None}
-
-    def act(self, obs: Any, reward: Any = None) -> np.ndarray:
-        return self.act_with_info(obs, reward)[0]
-
 
 def load_dt_runner(path: str | Path | DTBundle, *, num_envs: int = 1, device: str = "cpu") -> DTRunner:
     bundle = path if isinstance(path, DTBundle) else load_dt_bundle(path)
-    if num_envs < 1:
-        raise ValueError(f"num_envs must be a positive integer, got {num_envs}")
     return DTRunner(model_from_dt_bundle(bundle, device), bundle, num_envs=num_envs, device=device)

@@ -149,15 +149,65 @@ def refresh(env_id: str, bundle_dir: Path) -> dict:
     return result
 
 
+MEDIA_START, MEDIA_END = "<!-- media -->", "<!-- /media -->"
+
+
+def make_media(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history: dict | None) -> str:
+    """Write episode.gif (seed 0), returns.png and, with a training history, training.png into ``bundle_dir``;
+    returns the card's media section (between markers, so a refresh can replace it)."""
+    from gptrl.record import record_episode
+    from gptrl.training.plots import plot_returns, plot_training
+
+    rec = record_episode(bundle_dir, bundle_dir / "episode.gif", seed=0, max_steps=300, every=3, width=240,
+                         height=240, progress=False)
+    lines = {"teacher (expert)": teachers["expert"]["selection_return_mean"]}
+    if env_id in REFERENCE_PROJECT_RETURNS:
+        lines["reference project"] = REFERENCE_PROJECT_RETURNS[env_id]
+    seeds = list(range(result["seeds"][0], result["seeds"][1] + 1))
+    plot_returns(result["returns"], bundle_dir / "returns.png", seeds=seeds, lines=lines,
+                 title=f"{bundle_dir.name}: return per seed ({result['command']})")
+    parts = [MEDIA_START, "## Media", "",
+             "![one episode, seed 0](episode.gif)  ", f"`gptrl record {bundle_dir} --seed 0 -o episode.gif "
+             f"--max-steps 300 --every 3 --width 240 --height 240`: the first {rec.length} steps of seed 0 "
+             f"(return {rec.episode_return:.1f} over them).", "",
+             "![returns per seed](returns.png)", ""]
+    if history:
+        plot_training(history["history"], bundle_dir / "training.png", title=f"{bundle_dir.name}: behaviour cloning")
+        parts += ["![training curves](training.png)", ""]
+    else:
+        parts += ["The training history of this bundle was not kept, so it has no training-curve plot; the next "
+                  "retraining (`make train`) writes one.", ""]
+    return "\n".join([*parts, MEDIA_END, ""])
+
+
+def with_media(card: str, media: str) -> str:
+    """``card`` with its media section replaced (or added before the Architecture section)."""
+    if MEDIA_START in card:
+        head, rest = card.split(MEDIA_START, 1)
+        return head + media + rest.split(MEDIA_END, 1)[1].lstrip("\n")
+    return card.replace("## Architecture", media + "\n## Architecture", 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("env_id")
     p.add_argument("--run", type=Path, help="training run folder (default runs/train/ENV)")
     p.add_argument("--refresh", action="store_true",
                    help="only re-measure and update the card's numbers (after a re-export; needs no training run)")
+    p.add_argument("--media", action="store_true",
+                   help="only (re)make the card's media: episode.gif, returns.png (training.png with a run history)")
     a = p.parse_args(argv)
     recipe = get_recipe(a.env_id)
     bundle_dir = recipe.bundle_dir
+    if a.media:
+        history_path = (a.run or Path("runs/train") / a.env_id) / "history.json"
+        history = read_json(history_path) if history_path.exists() else None
+        result, teachers = read_json(bundle_dir / "eval.json"), read_json(recipe.teacher_dir / "teachers.json")
+        card = with_media((bundle_dir / "README.md").read_text(),
+                          make_media(a.env_id, bundle_dir, result, teachers, history))
+        write_text(bundle_dir / "README.md", card)
+        print(f"{a.env_id}: media -> {bundle_dir}")
+        return
     if a.refresh:
         result = refresh(a.env_id, bundle_dir)
         print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} -> {bundle_dir}/README.md")
@@ -166,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     teachers = read_json(recipe.teacher_dir / "teachers.json")
     result = measure(bundle_dir)
     write_json(bundle_dir / "eval.json", result)
-    write_text(bundle_dir / "README.md", render(a.env_id, bundle_dir, result, teachers, history))
+    card = render(a.env_id, bundle_dir, result, teachers, history)
+    write_text(bundle_dir / "README.md", with_media(card, make_media(a.env_id, bundle_dir, result, teachers, history)))
     print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} -> {bundle_dir}/README.md")
 
 

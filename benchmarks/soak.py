@@ -5,7 +5,8 @@ exported once; then ``load_policy`` runs 1,000,000 steps at batch 1 and at batch
 ``gptrl.synthetic.ClosedLoopEnv``. In the batched run every row restarts (``reset_rows``) with probability 1/1000
 per step, so episodes of all lengths and the ring's wrap-around are exercised. RSS (resident memory, from
 /proc/self/status) is sampled after the warm-up and every 100k steps; a leak of even 100 bytes per step would show
-as 100 MB. Results: benchmarks/soak.json.
+as 100 MB. Results: benchmarks/soak.json, rewritten at every sample (a run cut short keeps what it measured, with
+``steps_done`` below ``steps``), merged by batch size so each size can run in a process of its own.
 """
 
 from __future__ import annotations
@@ -30,7 +31,18 @@ def rss_mib() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def soak(onnx_path: Path, batch: int, steps: int, every: int = 100_000, warmup: int = 1000, seed: int = 0) -> dict:
+def save(out: Path, result: dict) -> None:
+    """Merge ``result`` into ``out`` by batch size (re-read just before the atomic write: other sizes may be running)."""
+    from gptrl.fileio import atomic_path
+
+    results = {r["batch"]: r for r in (json.loads(out.read_text()) if out.exists() else [])}
+    results[result["batch"]] = result
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps([results[k] for k in sorted(results)], indent=1) + "\n")
+
+
+def soak(onnx_path: Path, batch: int, steps: int, out: Path, every: int = 100_000, warmup: int = 1000,
+         seed: int = 0) -> dict:
     from gptrl.runtime import load_policy
     from gptrl.synthetic import ClosedLoopEnv
 
@@ -43,6 +55,12 @@ def soak(onnx_path: Path, batch: int, steps: int, every: int = 100_000, warmup: 
         obs = env.step(policy.act(obs))
     samples = [(0, rss_mib())]
     started = time.perf_counter()
+
+    def result(done: int) -> dict:
+        return {"batch": batch, "steps": steps, "steps_done": done, "rss_start_mib": samples[0][1],
+                "rss_end_mib": samples[-1][1], "rss_max_mib": max(s[1] for s in samples), "samples": samples,
+                "ms_per_step": (time.perf_counter() - started) / max(done, 1) * 1e3}
+
     for t in range(1, steps + 1):
         obs = env.step(policy.act(obs))
         if batch > 1:
@@ -51,11 +69,12 @@ def soak(onnx_path: Path, batch: int, steps: int, every: int = 100_000, warmup: 
                 policy.reset_rows(done)
         if t % every == 0:
             samples.append((t, rss_mib()))
+            save(out, result(t))
             print(f"batch {batch}: step {t:,}: RSS {samples[-1][1]:.1f} MiB "
                   f"({(time.perf_counter() - started) / t * 1e3:.3f} ms/step)", flush=True)
-    return {"batch": batch, "steps": steps, "rss_start_mib": samples[0][1], "rss_end_mib": samples[-1][1],
-            "rss_max_mib": max(s[1] for s in samples), "samples": samples,
-            "ms_per_step": (time.perf_counter() - started) / steps * 1e3}
+    final = result(steps)
+    save(out, final)
+    return final
 
 
 def main() -> None:
@@ -69,21 +88,17 @@ def main() -> None:
     torch.set_num_threads(1)
     from gptrl.exporter import export_onnx
 
-    # Each batch size's result is saved as soon as it is done (merged with earlier runs of other sizes), so a long
-    # batch-64 soak can run in a session of its own: `python benchmarks/soak.py --batch 64`.
-    results = {r["batch"]: r for r in (json.loads(a.out.read_text()) if a.out.exists() else [])}
+    # Sizes can also run side by side, one process each: `python benchmarks/soak.py --batch 64 &` and `--batch 1`.
     with tempfile.TemporaryDirectory() as tmp:
         bundle = random_bundle(Path(tmp), 256)
         onnx_path = export_onnx(bundle, Path(tmp) / "policy.onnx")
         for b in a.batch:
-            results[b] = soak(onnx_path, b, a.steps)
-            a.out.write_text(json.dumps([results[k] for k in sorted(results)], indent=1) + "\n")
-    results = [results[k] for k in sorted(results)]
+            soak(onnx_path, b, a.steps, a.out)
     print("| batch | steps | RSS start (MiB) | RSS end (MiB) | max (MiB) | ms/step |")
     print("|---:|---:|---:|---:|---:|---:|")
-    for r in results:
-        print(f"| {r['batch']} | {r['steps']:,} | {r['rss_start_mib']:.1f} | {r['rss_end_mib']:.1f} | "
-              f"{r['rss_max_mib']:.1f} | {r['ms_per_step']:.3f} |")
+    for r in json.loads(a.out.read_text()):
+        print(f"| {r['batch']} | {r['steps_done']:,} of {r['steps']:,} | {r['rss_start_mib']:.1f} | "
+              f"{r['rss_end_mib']:.1f} | {r['rss_max_mib']:.1f} | {r['ms_per_step']:.3f} |")
 
 
 if __name__ == "__main__":

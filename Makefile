@@ -7,7 +7,7 @@ PIP_INSTALL := $(PIP) install --constraint constraints.txt
 
 DEMO_BUNDLE ?= bundles/hopper-v5
 
-.PHONY: install install-runtime test lint demo export bench bench-edge soak teacher data train card clean
+.PHONY: install install-runtime test lint demo export bench bench-edge soak teacher data train card dt-train dt-card clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,15 @@ train: install
 
 card: install
 	$(PY) -m gptrl.training.model_card $(ENV)
+
+# Decision Transformers on the same datasets (make data first):
+#   make dt-train ENV=Hopper-v5   train (resumable, runs/dt/ENV), best candidate to bundles/dt-ENV/ with policy.onnx
+#   make dt-card ENV=Hopper-v5    50 seeds at the default target and at 6 targets across the data; the model card
+dt-train: install
+	$(PY) -m gptrl.training.dt_train $(ENV) --publish
+
+dt-card: install
+	$(PY) -m gptrl.training.dt_card $(ENV)
 
 # The Node.js driver of docs/stateful.md (onnxruntime-node from npm; .npmrc skips its optional CUDA download).
 examples/node/node_modules: examples/node/package.json examples/node/package-lock.json

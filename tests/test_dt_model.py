@@ -69,25 +69,9 @@ def test_bad_dt_configs_are_refused(edit, message):
         parse_dt_config(data, "config.json")
 
 
-def _blog_get_action(model, states, actions, rewards, returns_to_go, timesteps, K):
-    """The Hugging Face Decision Transformer post's get_action, as published (left padding to K steps)."""
-    states = states.reshape(1, -1, model.config.state_dim)[:, -K:]
-    actions = actions.reshape(1, -1, model.config.act_dim)[:, -K:]
-    returns_to_go = returns_to_go.reshape(1, -1, 1)[:, -K:]
-    timesteps = timesteps.reshape(1, -1)[:, -K:]
-    padding = K - states.shape[1]
-    attention_mask = torch.cat([torch.zeros(padding), torch.ones(states.shape[1])]).to(dtype=torch.long).reshape(1, -1)
-    states = torch.cat([torch.zeros((1, padding, model.config.state_dim)), states], dim=1).float()
-    actions = torch.cat([torch.zeros((1, padding, model.config.act_dim)), actions], dim=1).float()
-    returns_to_go = torch.cat([torch.zeros((1, padding, 1)), returns_to_go], dim=1).float()
-    timesteps = torch.cat([torch.zeros((1, padding), dtype=torch.long), timesteps], dim=1)
-    _, action_preds, _ = model(states=states, actions=actions, rewards=rewards, returns_to_go=returns_to_go,
-                               timesteps=timesteps, attention_mask=attention_mask, return_dict=False)
-    return action_preds[0, -1]
-
-
 def test_runner_matches_the_blog_get_action_loop_in_closed_loop(tmp_path):
     import gymnasium as gym
+    from dt_blog import BlogLoop
 
     from gptrl.bundle.dt import DTSidecar
     from gptrl.exporter.dt.runner import load_dt_runner
@@ -100,33 +84,20 @@ def test_runner_matches_the_blog_get_action_loop_in_closed_loop(tmp_path):
     (tmp_path / "dt" / "gptrl_dt.json").write_text(
         DTSidecar(mean.tolist(), std.tolist(), scale, target, "Hopper-v5", K).to_json())
     runner = load_dt_runner(tmp_path / "dt")
+    blog = BlogLoop(hf, mean, std, scale, target, K)
 
     env = gym.make("Hopper-v5")
     state, _ = env.reset(seed=0)
     runner.reset(state)
-    state_mean, state_std = torch.from_numpy(mean), torch.from_numpy(std)
-    target_return = torch.tensor(target / scale).reshape(1, 1)
-    states = torch.from_numpy(state).reshape(1, 11).float()
-    actions, rewards = torch.zeros((0, 3)), torch.zeros(0)
-    timesteps = torch.tensor(0).reshape(1, 1)
-    worst, reward = 0.0, None
-    for t in range(60):  # crosses the K = 20 window
-        actions = torch.cat([actions, torch.zeros((1, 3))], dim=0)
-        rewards = torch.cat([rewards, torch.zeros(1)])
-        with torch.no_grad():
-            action = _blog_get_action(hf, (states - state_mean) / state_std, actions, rewards, target_return,
-                                      timesteps, K)
-        actions[-1] = action
-        ours = runner.act(state, reward)
-        worst = max(worst, float(np.abs(ours - action.numpy()).max()))
-        state, reward, terminated, truncated, _ = env.step(action.numpy())
+    worst, reward, steps = 0.0, None, 0
+    while steps < 60:  # crosses the K = 20 window
+        action = blog.act(state, reward)
+        worst = max(worst, float(np.abs(runner.act(state, reward) - action).max()))
+        state, reward, terminated, truncated, _ = env.step(action)
+        steps += 1
         if terminated or truncated:
             break
-        states = torch.cat([states, torch.from_numpy(state).reshape(1, 11).float()], dim=0)
-        rewards[-1] = reward
-        target_return = torch.cat([target_return, (target_return[0, -1] - reward / scale).reshape(1, 1)], dim=1)
-        timesteps = torch.cat([timesteps, torch.ones((1, 1), dtype=torch.long) * (t + 1)], dim=1)
-    assert t >= 20, "the episode ended before the window slid"
+    assert steps > 20, "the episode ended before the window slid"
     assert worst < 1e-5, worst
 
 
@@ -234,3 +205,44 @@ def test_export_runs_torch_free_and_matches_the_torch_runner(dt_bundle, tmp_path
     (tmp_path / "tampered.onnx").write_bytes(bytes(data))
     with pytest.raises(BundleError, match="do not match the seal"):
         load_policy(tmp_path / "tampered.onnx")
+
+
+def test_load_policy_runs_the_stateful_graph_like_the_window_graph(dt_bundle, tmp_path):
+    """``load_policy`` on a stateful DT graph: the same contract as the window policy, the same actions and
+    returns-to-go, through batches, per-row targets and a reset_rows restart; and the same errors."""
+    import gptrl
+    from gptrl.runtime import load_policy
+    from gptrl.runtime.dt import DTPolicy, StatefulDTPolicy
+    from gptrl.synthetic import ClosedLoopEnv
+
+    gptrl.export_onnx(dt_bundle)
+    stateful = load_policy(gptrl.export_onnx(dt_bundle, tmp_path / "s.onnx", variant="stateful"), num_envs=3)
+    window = load_policy(dt_bundle, num_envs=3)
+    assert isinstance(stateful, StatefulDTPolicy) and isinstance(window, DTPolicy)
+    env = ClosedLoopEnv(11, 3, 3, seed=0)
+    obs = env.reset()
+    targets = np.array([3600.0, 1000.0, 200.0])
+    for p in (stateful, window):
+        p.reset(obs, target_return=targets)
+    reward, worst = None, 0.0
+    for t in range(50):  # past K = 20
+        a, info = stateful.act_with_info(obs, reward=reward)
+        b, expected = window.act_with_info(obs, reward=reward)
+        worst = max(worst, float(np.abs(a - b).max()))
+        np.testing.assert_allclose(info["value"], expected["value"], rtol=1e-6)
+        obs = env.step(b)
+        reward = np.tanh(obs.mean(axis=1)) * 3.0
+        if t == 25:
+            done = np.array([False, True, False])
+            for p in (stateful, window):
+                p.reset_rows(done, target_return=2500.0)
+    assert worst < 1e-4, worst
+    one = load_policy(tmp_path / "s.onnx")
+    with pytest.raises(RuntimeError, match="before reset"):
+        one.act(np.zeros(11, np.float32), reward=0.0)
+    one.reset(np.zeros(11, np.float32))
+    one.act(np.zeros(11, np.float32))  # the first act reads step 0 only
+    with pytest.raises(ValueError, match="needs the reward"):
+        one.act(np.zeros(11, np.float32))
+    with pytest.raises(TypeError, match="target_return must be a number"):
+        one.reset(np.zeros(11, np.float32), target_return="high")

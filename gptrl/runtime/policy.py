@@ -14,15 +14,22 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gptrl.bundle.dt import DT_FORMAT, DT_STATEFUL_FORMAT, KEY_WEIGHTS_FILE, dt_io_spec, read_dt_metadata
+from gptrl.bundle.dt import (
+    DT_FORMAT,
+    DT_STATEFUL_FORMAT,
+    KEY_WEIGHTS_FILE,
+    dt_io_spec,
+    dt_stateful_io_spec,
+    read_dt_metadata,
+)
 from gptrl.bundle.files import POLICY_FILE, WEIGHTS_FILE
 from gptrl.bundle.policy_graph import KEY_FORMAT, PolicyMetadata, TensorSpec, io_spec, read_metadata, verify_seal
 from gptrl.contract import BosCacheMode, PositionMode
 from gptrl.errors import BundleError
 from gptrl.fileio import sha256_file
 from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, resolve_serving
-from gptrl.runtime.dt import DTPolicy
-from gptrl.runtime.session import make_session, session_device
+from gptrl.runtime.dt import DTPolicy, StatefulDTPolicy
+from gptrl.runtime.session import bind_array, make_session, session_device
 from gptrl.runtime.stateful import StatefulPolicy
 
 log = logging.getLogger("gptrl.runtime")
@@ -96,9 +103,9 @@ class OnnxPolicy(CachedPolicy):
                 value = self._device_inputs[name] = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
                 io.bind_ortvalue_input(name, value)
             else:
-                _bind_array(io.bind_input, name, array)
+                bind_array(io.bind_input, name, array)
         for name, array in self._out.items():
-            _bind_array(io.bind_output, name, array)
+            bind_array(io.bind_output, name, array)
         # Caches are never cleared on reset: slots a row may not see are masked out, and every
         # value in them was written by the graph (finite), so they contribute exactly zero.
         self._device_cache: list[ort.OrtValue] = []
@@ -110,9 +117,9 @@ class OnnxPolicy(CachedPolicy):
                     io.bind_ortvalue_input(f"past_{kind}.{i}", value)
                     io.bind_ortvalue_output(f"present_{kind}.{i}", value)  # in place
                 else:
-                    _bind_array(io.bind_input, f"past_{kind}.{i}", array)
+                    bind_array(io.bind_input, f"past_{kind}.{i}", array)
                     if self.variant == "attention":
-                        _bind_array(io.bind_output, f"present_{kind}.{i}", array)  # in place
+                        bind_array(io.bind_output, f"present_{kind}.{i}", array)  # in place
 
     # -- one step ------------------------------------------------------------------
 
@@ -138,11 +145,6 @@ class OnnxPolicy(CachedPolicy):
             cache_v[:, :, slot, :] = new_v
         term = self._out["termination_prob"].copy() if self.config.model.use_eos else None
         return self._out["action_out"].copy(), self._out["value"].copy(), term
-
-
-def _bind_array(bind, name: str, array: np.ndarray) -> None:
-    """Bind a preallocated host array by pointer (no copy, valid for every later run)."""
-    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
 
 
 def check_graph_io(session: ort.InferenceSession, metadata: PolicyMetadata, source: str) -> None:
@@ -180,16 +182,18 @@ def _check_seal(onnx_path: Path, digest: str) -> None:
 
 
 def _load_dt_policy(session: ort.InferenceSession, props: dict[str, str], onnx_path: Path, path: str | Path,
-                    num_envs: int) -> DTPolicy:
+                    num_envs: int) -> DTPolicy | StatefulDTPolicy:
     config, sidecar = read_dt_metadata(props, str(onnx_path))
     _check_seal(onnx_path, props.get("gptrl.graph_sha256", ""))
-    want_in, want_out = dt_io_spec(config, sidecar.context_length)
-    _check_io(session, want_in, want_out, str(onnx_path), "Decision Transformer window")
+    stateful = props.get(KEY_FORMAT) == DT_STATEFUL_FORMAT
+    want_in, want_out = (dt_stateful_io_spec if stateful else dt_io_spec)(config, sidecar.context_length)
+    _check_io(session, want_in, want_out, str(onnx_path),
+              "stateful Decision Transformer" if stateful else "Decision Transformer window")
     weights = onnx_path.parent / props.get(KEY_WEIGHTS_FILE, "")
     if Path(path).is_dir() and weights.is_file() and props.get("gptrl.weights_sha256") != sha256_file(weights):
         raise BundleError(f"{onnx_path}: was exported from other weights than {weights} (sha256 differs); "
                           f"re-export with `gptrl export {onnx_path.parent}`")
-    return DTPolicy(session, config, sidecar, num_envs=num_envs)
+    return (StatefulDTPolicy if stateful else DTPolicy)(session, config, sidecar, num_envs=num_envs)
 
 
 def resolve_policy_path(path: str | Path) -> Path:
@@ -213,9 +217,10 @@ def load_policy(
     providers: str | list[str] | None = None,
     intra_op_threads: int = 1,
     positions: PositionMode | None = None,
-) -> OnnxPolicy | StatefulPolicy | DTPolicy:
+) -> OnnxPolicy | StatefulPolicy | DTPolicy | StatefulDTPolicy:
     """Load a bundle folder holding policy.onnx, or a bare .onnx file: an :class:`OnnxPolicy` for the attention and
-    portable graphs, a :class:`StatefulPolicy` for a stateful one (recognised from its metadata).
+    portable graphs, a :class:`StatefulPolicy` for a stateful one, and for Decision Transformers a
+    :class:`DTPolicy` (window graph) or :class:`StatefulDTPolicy` (recognised from the metadata).
 
     Before anything runs: the file's seal must match its bytes (a changed initializer or node is refused), its
     inputs and outputs must match its metadata, and in a bundle folder the graph must have been exported from the
@@ -230,11 +235,8 @@ def load_policy(
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise BundleError(f"{onnx_path}: onnxruntime cannot load it ({type(exc).__name__}: {first_line})") from None
     props = session.get_modelmeta().custom_metadata_map
-    if props.get(KEY_FORMAT) == DT_FORMAT:
+    if props.get(KEY_FORMAT) in (DT_FORMAT, DT_STATEFUL_FORMAT):
         return _load_dt_policy(session, props, onnx_path, path, num_envs)
-    if props.get(KEY_FORMAT) == DT_STATEFUL_FORMAT:
-        raise BundleError(f"{onnx_path}: a stateful Decision Transformer graph, meant to be driven directly "
-                          "(docs/stateful.md); load_policy runs the bundle's windowed policy.onnx")
     metadata = read_metadata(props, str(onnx_path))
     _check_seal(onnx_path, metadata.graph_sha256)
     check_graph_io(session, metadata, str(onnx_path))

@@ -7,6 +7,8 @@ import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 
 def installed_onnxruntime_wheels() -> list[str]:
     """Which of the wheels that provide the ``onnxruntime`` module are installed."""
@@ -90,3 +92,8 @@ def make_session(path: str | Path, providers: str | list[str] | None = None,
 
 def session_device(session: ort.InferenceSession) -> str:
     return "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+
+def bind_array(bind, name: str, array: np.ndarray) -> None:
+    """Bind a preallocated CPU numpy array by pointer (``io_binding().bind_input`` or ``bind_output``)."""
+    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)

@@ -15,10 +15,7 @@ import onnxruntime as ort
 from gptrl.bundle.policy_graph import PolicyMetadata, state_spec
 from gptrl.contract import PositionMode, StepInfo
 from gptrl.rollout import MAX_NUM_ENVS, PolicyBase, check_batch, check_mask, check_outputs, resolve_serving
-
-
-def _bind_array(bind, name: str, array: np.ndarray) -> None:
-    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+from gptrl.runtime.session import bind_array
 
 
 class StatefulPolicy(PolicyBase):
@@ -51,14 +48,14 @@ class StatefulPolicy(PolicyBase):
 
     def _bind(self, state_in: dict[str, np.ndarray], state_out: dict[str, np.ndarray]) -> ort.IOBinding:
         io = self.session.io_binding()
-        _bind_array(io.bind_input, "obs", self._obs)
-        _bind_array(io.bind_input, "reset", self._reset)
+        bind_array(io.bind_input, "obs", self._obs)
+        bind_array(io.bind_input, "reset", self._reset)
         for name, array in state_in.items():
-            _bind_array(io.bind_input, f"state_in.{name}", array)
+            bind_array(io.bind_input, f"state_in.{name}", array)
         for name, array in self._out.items():
-            _bind_array(io.bind_output, name, array)
+            bind_array(io.bind_output, name, array)
         for name, array in state_out.items():
-            _bind_array(io.bind_output, f"state_out.{name}", array)
+            bind_array(io.bind_output, f"state_out.{name}", array)
         return io
 
     # -- the contract's attributes ---------------------------------------------------------------------------------

@@ -22,11 +22,14 @@ REFERENCE_PROJECT_RETURNS = {"Hopper-v5": 2836.28, "HalfCheetah-v5": 5989.04, "W
                              "Ant-v5": 3339.51, "Humanoid-v5": 6089.64}
 
 
-def measure(bundle_dir: Path, episodes: int = 50, seed: int = 0) -> dict:
-    command = [sys.executable, "-m", "gptrl.cli", "eval", str(bundle_dir), "--episodes", str(episodes),
-               "--seed", str(seed), "--json"]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    return {"command": f"gptrl eval {bundle_dir} --episodes {episodes} --seed {seed}", **json.loads(done.stdout)}
+def measure(bundle_dir: Path, episodes: int = 50, seed: int = 0, target_return: float | None = None) -> dict:
+    """``gptrl eval BUNDLE --episodes N --seed S [--target-return R] --json`` in a subprocess, with its command."""
+    args = [str(bundle_dir), "--episodes", str(episodes), "--seed", str(seed)]
+    if target_return is not None:
+        args += ["--target-return", f"{target_return:g}"]
+    done = subprocess.run([sys.executable, "-m", "gptrl.cli", "eval", *args, "--json"], check=True,
+                          capture_output=True, text=True)
+    return {"command": "gptrl eval " + " ".join(args), **json.loads(done.stdout)}
 
 
 def _fmt(x: float) -> str:

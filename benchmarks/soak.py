@@ -32,7 +32,7 @@ def rss_mib() -> float:
 
 
 def save(out: Path, result: dict) -> None:
-    """Merge ``result`` into ``out`` by batch size (re-read just before the atomic write: other sizes may be running)."""
+    """Merge ``result`` into ``out`` by batch size (re-read just before the write: other sizes may be running)."""
     from gptrl.fileio import atomic_path
 
     results = {r["batch"]: r for r in (json.loads(out.read_text()) if out.exists() else [])}

@@ -20,3 +20,11 @@ def test_verdict_says_whether_the_return_rises_and_reaches_the_expert_mean():
     rising, close = conditioning_verdict(_rows([900.0, 1700.0, 1600.0, 2000.0]), expert_mean=2400.0)
     assert "**no** (it does not rise from 2000 -> 3000)" in rising
     assert "**not within** 10%" in close and ">= 2160.0" in close
+
+
+def test_middle_note_counts_the_episodes_in_the_middle_third():
+    from gptrl.training.dt_card import middle_note
+
+    data = {"a": {"returns": [0.0, 100.0, 400.0]}, "b": {"returns": [500.0, 900.0]}}
+    assert middle_note(data)[0].startswith("2 of the data's 5 episodes have a return in the middle third of its "
+                                           "range (300 to 600).")

@@ -1,29 +1,50 @@
-"""The shipped bundles: each policy.onnx is the export of the shipped weights, and the model card's
-evaluation (eval.json, written by ``make card``) reproduces on its first seeds."""
+"""The shipped bundles: each policy.onnx is the export of the shipped weights, the model card's evaluation
+(eval.json, written by ``make card`` / ``make dt-card``) reproduces on its first seeds, and the Decision
+Transformer bundle is still a Hugging Face checkpoint that transformers' own model runs to the same actions."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gptrl.bundle import load_bundle
+from gptrl.bundle.dt import is_dt_folder, load_dt_bundle
 from gptrl.exporter import verify_export
 from gptrl.fileio import sha256_file
 
-BUNDLES = sorted(p for p in (Path(__file__).parents[1] / "bundles").iterdir() if (p / "config.json").is_file())
+ROOT = Path(__file__).parents[1] / "bundles"
+BUNDLES = sorted(p for p in ROOT.iterdir() if (p / "config.json").is_file())
+CAUSAL = [p for p in BUNDLES if not is_dt_folder(p)]
+DT = [p for p in BUNDLES if is_dt_folder(p)]
 CARDED = [p for p in BUNDLES if (p / "eval.json").is_file()]
 
 
-@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
-def test_shipped_policy_onnx_matches_the_shipped_weights(bundle):
+def _weights_sha(bundle: Path) -> str:
     import onnx
 
     model = onnx.load(str(bundle / "policy.onnx"), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    assert props["gptrl.weights_sha256"] == sha256_file(bundle / "model.safetensors")
+    return {p.key: p.value for p in model.metadata_props}["gptrl.weights_sha256"]
+
+
+def test_the_decision_transformer_bundle_is_shipped():
+    assert [p.name for p in DT] == ["dt-hopper-v5"]
+
+
+@pytest.mark.parametrize("bundle", CAUSAL, ids=lambda p: p.name)
+def test_shipped_policy_onnx_matches_the_shipped_weights(bundle):
+    assert _weights_sha(bundle) == sha256_file(bundle / "model.safetensors")
     assert verify_export(bundle / "policy.onnx", load_bundle(bundle)) < 1e-4
+
+
+@pytest.mark.parametrize("bundle", DT, ids=lambda p: p.name)
+def test_shipped_dt_policy_onnx_matches_the_shipped_weights(bundle):
+    from gptrl.exporter.dt.export import verify_dt_export
+
+    assert _weights_sha(bundle) == sha256_file(bundle / "model.safetensors")
+    assert verify_dt_export(bundle / "policy.onnx", load_dt_bundle(bundle)) < 1e-4
 
 
 @pytest.mark.parametrize("bundle", CARDED, ids=lambda p: p.name)
@@ -38,3 +59,46 @@ def test_model_card_numbers_reproduce_on_the_first_seeds(bundle):
     got = evaluate(card["env_id"], policy, seeds=range(3))
     assert got["lengths"] == card["lengths"][:3]
     assert got["returns"] == pytest.approx(card["returns"][:3], rel=1e-4)
+
+
+@pytest.mark.parametrize("bundle", DT, ids=lambda p: p.name)
+def test_conditioning_table_reproduces_on_a_first_seed(bundle):
+    from gptrl.evaluation import evaluate
+    from gptrl.runtime import load_policy
+
+    rows = json.loads((bundle / "conditioning.json").read_text())
+    assert len(rows) >= 5 and all(r["num_episodes"] == 50 for r in rows)
+    card = (bundle / "README.md").read_text()
+    policy = load_policy(bundle)
+    for row in (rows[0], rows[-1]):
+        assert f"| {row['target']:.0f} | {row['return_mean']:.2f} +- {row['return_std']:.2f} |" in card
+        got = evaluate(row["env_id"], policy, seeds=[0], target_return=row["target"])
+        assert got["returns"][0] == pytest.approx(row["returns"][0], rel=1e-4)
+
+
+@pytest.mark.parametrize("bundle", DT, ids=lambda p: p.name)
+def test_transformers_loads_the_shipped_dt_and_acts_as_the_runtime(bundle):
+    """``DecisionTransformerModel.from_pretrained(bundle)`` with the post's get_action loop against the torch-free
+    runtime, in closed loop on Hopper past the point where the window slides."""
+    import gymnasium as gym
+
+    transformers = pytest.importorskip("transformers")  # dev extra; installed by make test
+    from dt_blog import BlogLoop
+
+    from gptrl.runtime import load_policy
+
+    side = load_dt_bundle(bundle).sidecar
+    hf = transformers.DecisionTransformerModel.from_pretrained(bundle).eval()
+    blog = BlogLoop(hf, np.array(side.state_mean, np.float32), np.array(side.state_std, np.float32), side.scale,
+                    side.target_return, side.context_length)
+    policy = load_policy(bundle)
+    env = gym.make(side.env_id)
+    obs, _ = env.reset(seed=0)
+    policy.reset(obs)
+    worst, reward = 0.0, None
+    for _ in range(3 * side.context_length):
+        expected = blog.act(obs, reward)
+        worst = max(worst, float(np.abs(policy.act(obs, reward=reward) - expected).max()))
+        obs, reward, terminated, truncated, _ = env.step(expected)
+        assert not (terminated or truncated)
+    assert worst < 1e-4, worst

@@ -43,7 +43,7 @@ def data_stats(dataset_ids: list[str]) -> dict[str, dict]:
         episodes = load_episodes([dataset_id])
         r = np.array([e.rewards.sum() for e in episodes])
         stats[dataset_id] = {"episodes": len(r), "steps": sum(len(e.actions) for e in episodes),
-                             "return_mean": float(r.mean()),
+                             "returns": r.tolist(), "return_mean": float(r.mean()),
                              "return_std": float(r.std()), "return_min": float(r.min()),
                              "return_max": float(r.max())}
     return stats
@@ -64,6 +64,18 @@ def conditioning_verdict(rows: list[dict], expert_mean: float) -> list[str]:
         f"{'within' if close else '**not within**'} {GOAL_FRACTION:.0%} of the expert data's mean "
         f"({expert_mean:.1f}; the goal is >= {(1 - GOAL_FRACTION) * expert_mean:.1f}).",
     ]
+
+
+def middle_note(data: dict[str, dict]) -> list[str]:
+    """How many of the data's episodes lie in the middle third of its return range: where few do, a target there
+    can only be met by mixing the behaviours on either side, seed by seed."""
+    returns = np.concatenate([d["returns"] for d in data.values()])
+    lo, hi = returns.min(), returns.max()
+    a, b = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+    inside = int(((returns >= a) & (returns <= b)).sum())
+    return [f"{inside} of the data's {returns.size} episodes have a return in the middle third of its range "
+            f"({a:.0f} to {b:.0f}). A target where the data is thin is met, if at all, by a mix across seeds of the "
+            "behaviours around it, which is what the spread of a row shows.", ""]
 
 
 def render(env_id: str, bundle_dir: Path, result: dict, rows: list[dict], data: dict[str, dict],
@@ -124,10 +136,7 @@ def render(env_id: str, bundle_dir: Path, result: dict, rows: list[dict], data: 
         "",
         *conditioning_verdict(rows, data[expert_id]["return_mean"]),
         "",
-        "The expert data is two populations (its episodes either fall early, near 1,100, or run the full 1000 "
-        "steps, near 3,200; few lie between), so a target between them gets a mix of both behaviours across "
-        "seeds, which is what the wide spreads in the middle rows show.",
-        "",
+        *middle_note(data),
         media,
         "## Architecture",
         "",
@@ -221,6 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--targets", type=float, nargs="+",
                    help="targets of the conditioning sweep (default: 6 evenly spanning the data's returns)")
     p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--reuse", action="store_true",
+                   help="no new evaluation: render the card and plots from the folder's eval.json and "
+                        "conditioning.json")
     a = p.parse_args(argv)
     bundle_dir = dt_bundle_dir(a.env_id)
     history = read_json((a.run or Path("runs/dt") / a.env_id) / "history.json")
@@ -228,13 +240,17 @@ def main(argv: list[str] | None = None) -> None:
     data = data_stats(history["config"]["datasets"])
     all_returns = np.array([v for d in data.values() for v in (d["return_min"], d["return_max"])])
     targets = a.targets or sweep_targets(all_returns)
-    result = {**measure(bundle_dir, a.episodes), "target_return": load_dt_bundle(bundle_dir).sidecar.target_return}
-    write_json(bundle_dir / "eval.json", result)
-    rows = []
-    for target in sorted(targets):
-        rows.append({"target": target, **measure(bundle_dir, a.episodes, target_return=target)})
-        print(f"target {target:.0f}: {rows[-1]['return_mean']:.1f} +- {rows[-1]['return_std']:.1f}", flush=True)
-    write_json(bundle_dir / "conditioning.json", rows)
+    if a.reuse:
+        result, rows = read_json(bundle_dir / "eval.json"), read_json(bundle_dir / "conditioning.json")
+    else:
+        result = {**measure(bundle_dir, a.episodes),
+                  "target_return": load_dt_bundle(bundle_dir).sidecar.target_return}
+        write_json(bundle_dir / "eval.json", result)
+        rows = []
+        for target in sorted(targets):
+            rows.append({"target": target, **measure(bundle_dir, a.episodes, target_return=target)})
+            print(f"target {target:.0f}: {rows[-1]['return_mean']:.1f} +- {rows[-1]['return_std']:.1f}", flush=True)
+        write_json(bundle_dir / "conditioning.json", rows)
     media = make_media(a.env_id, bundle_dir, result, rows, data, history)
     write_text(bundle_dir / "README.md", render(a.env_id, bundle_dir, result, rows, data, history, media))
     print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} -> {bundle_dir}/README.md")

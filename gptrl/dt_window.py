@@ -42,6 +42,16 @@ def check_target(value: Any, num_envs: int, default: float | None) -> np.ndarray
     return array
 
 
+def check_rewards(reward: Any, num_envs: int, running: np.ndarray) -> np.ndarray:
+    """Per-row rewards (float64 [num_envs]) for a step; ``running`` rows (those past their first step) need one."""
+    if reward is None:
+        raise ValueError("a Decision Transformer needs the reward the env returned with obs: act(obs, reward)")
+    rewards = np.broadcast_to(np.asarray(reward, dtype=np.float64).reshape(-1), (num_envs,))
+    if not np.isfinite(rewards[running]).all():
+        raise ValueError("reward holds non-finite values")
+    return rewards
+
+
 class DTWindow:
     def __init__(self, num_envs: int, state_dim: int, act_dim: int, context: int, *, scale: float,
                  state_mean: np.ndarray, state_std: np.ndarray, max_ep_len: int, default_target: float | None):
@@ -100,11 +110,7 @@ class DTWindow:
             self._begin(self.await_obs.copy(), obs32, self.pending_target)
         running = ~self.fresh
         if running.any():
-            if reward is None:
-                raise ValueError("a Decision Transformer needs the reward the env returned with obs: act(obs, reward)")
-            rewards = np.broadcast_to(np.asarray(reward, dtype=np.float64).reshape(-1), (self.num_envs,))
-            if not np.isfinite(rewards[running]).all():
-                raise ValueError("reward holds non-finite values")
+            rewards = check_rewards(reward, self.num_envs, running)
             rtg = self.returns_to_go[running, -1, 0] - rewards[running] / self.scale
             t = np.minimum(self.timesteps[running, -1] + 1, self.max_ep_len - 1)
             for buf in (self.states, self.actions, self.returns_to_go, self.timesteps, self.mask):

@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from gptrl.bundle.dt import DTConfig, DTSidecar, dt_state_spec
 from gptrl.contract import StepInfo
-from gptrl.dt_window import DTWindow, WindowPolicy, check_target
+from gptrl.dt_window import DTWindow, WindowPolicy, check_rewards, check_target
 from gptrl.rollout import MAX_NUM_ENVS, PolicyBase, check_batch, check_count, check_mask, check_outputs
 from gptrl.runtime.session import bind_array
 
@@ -98,12 +98,7 @@ class StatefulDTPolicy(PolicyBase):
         obs32, single = check_batch(obs, self.num_envs, self.config.state_dim, "observation")
         running = ~self._pending
         if running.any():
-            if reward is None:
-                raise ValueError("a Decision Transformer needs the reward the env returned with obs: act(obs, reward)")
-            rewards = np.broadcast_to(np.asarray(reward, dtype=np.float64).reshape(-1), (self.num_envs,))
-            if not np.isfinite(rewards[running]).all():
-                raise ValueError("reward holds non-finite values")
-            self._inputs["reward"][:] = np.where(running, rewards, 0.0)
+            self._inputs["reward"][:] = np.where(running, check_rewards(reward, self.num_envs, running), 0.0)
         np.copyto(self._inputs["obs"], np.where(self._use_reset_obs[:, None], self._reset_obs, obs32))
         self._inputs["reset"][:] = self._pending
         self._inputs["target_return"][:] = self._target

@@ -66,8 +66,11 @@ data: install
 train: install
 	$(PY) -m gptrl.training.train $(ENV) --publish
 
+# NUM_ENVS: envs stepped together in the card's 50-episode evaluation (same per-seed returns, faster).
+NUM_ENVS := 1
+
 card: install
-	$(PY) -m gptrl.training.model_card $(ENV)
+	$(PY) -m gptrl.training.model_card $(ENV) --num-envs $(NUM_ENVS)
 
 # Decision Transformers on the same datasets (make data first):
 #   make dt-train ENV=Hopper-v5   train (resumable, runs/dt/ENV), best candidate to bundles/dt-ENV/ with policy.onnx

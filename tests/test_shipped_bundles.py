@@ -102,3 +102,14 @@ def test_transformers_loads_the_shipped_dt_and_acts_as_the_runtime(bundle):
         obs, reward, terminated, truncated, _ = env.step(expected)
         assert not (terminated or truncated)
     assert worst < 1e-4, worst
+
+
+def test_card_measurement_with_vector_envs_gives_the_one_env_returns():
+    """The cards of the larger envs are measured with ``--num-envs``; the command without it must reproduce them."""
+    from gptrl.training.model_card import measure
+
+    one = measure(ROOT / "hopper-v5", episodes=2, seed=3)
+    vec = measure(ROOT / "hopper-v5", episodes=2, seed=3, num_envs=2)
+    assert vec["command"] == f"gptrl eval {ROOT / 'hopper-v5'} --episodes 2 --seed 3 --num-envs 2"
+    assert vec["lengths"] == one["lengths"]
+    assert vec["returns"] == pytest.approx(one["returns"], rel=1e-4)

@@ -22,11 +22,16 @@ REFERENCE_PROJECT_RETURNS = {"Hopper-v5": 2836.28, "HalfCheetah-v5": 5989.04, "W
                              "Ant-v5": 3339.51, "Humanoid-v5": 6089.64}
 
 
-def measure(bundle_dir: Path, episodes: int = 50, seed: int = 0, target_return: float | None = None) -> dict:
-    """``gptrl eval BUNDLE --episodes N --seed S [--target-return R] --json`` in a subprocess, with its command."""
+def measure(bundle_dir: Path, episodes: int = 50, seed: int = 0, target_return: float | None = None,
+            num_envs: int = 1) -> dict:
+    """``gptrl eval BUNDLE --episodes N --seed S [--target-return R] [--num-envs E] --json`` in a subprocess, with
+    its command. ``--num-envs`` gives the same per-seed returns as the one-env loop (rows keep per-row positions),
+    only faster, so the card's command without it reproduces the card."""
     args = [str(bundle_dir), "--episodes", str(episodes), "--seed", str(seed)]
     if target_return is not None:
         args += ["--target-return", f"{target_return:g}"]
+    if num_envs > 1:
+        args += ["--num-envs", str(num_envs)]
     done = subprocess.run([sys.executable, "-m", "gptrl.cli", "eval", *args, "--json"], check=True,
                           capture_output=True, text=True)
     return {"command": "gptrl eval " + " ".join(args), **json.loads(done.stdout)}
@@ -139,12 +144,12 @@ def verdict(env_id: str, result: dict) -> str:
     return f"The mean is {side} the reference project's published {target:.2f}."
 
 
-def refresh(env_id: str, bundle_dir: Path) -> dict:
+def refresh(env_id: str, bundle_dir: Path, num_envs: int = 1) -> dict:
     """Re-measure a published bundle (after a re-export) and update the numbers in its card and eval.json only."""
     card = (bundle_dir / "README.md").read_text()
     if not _RESULTS_ROW.search(card):
         raise ValueError(f"{bundle_dir / 'README.md'}: no results table to refresh; render the card with `make card`")
-    result = measure(bundle_dir)
+    result = measure(bundle_dir, num_envs=num_envs)
     card = _RESULTS_ROW.sub(lambda m: m.group(1) + results_row(result) + "\n", card, count=1)
     card = _VERDICT.sub(verdict(env_id, result), card, count=1)
     write_json(bundle_dir / "eval.json", result)
@@ -199,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="only re-measure and update the card's numbers (after a re-export; needs no training run)")
     p.add_argument("--media", action="store_true",
                    help="only (re)make the card's media: episode.gif, returns.png (training.png with a run history)")
+    p.add_argument("--num-envs", type=int, default=1,
+                   help="step this many envs together in the 50-episode evaluation (same returns, faster)")
     a = p.parse_args(argv)
     recipe = get_recipe(a.env_id)
     bundle_dir = recipe.bundle_dir
@@ -212,12 +219,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{a.env_id}: media -> {bundle_dir}")
         return
     if a.refresh:
-        result = refresh(a.env_id, bundle_dir)
+        result = refresh(a.env_id, bundle_dir, a.num_envs)
         print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} -> {bundle_dir}/README.md")
         return
     history = read_json((a.run or Path("runs/train") / a.env_id) / "history.json")
     teachers = read_json(recipe.teacher_dir / "teachers.json")
-    result = measure(bundle_dir)
+    result = measure(bundle_dir, num_envs=a.num_envs)
     write_json(bundle_dir / "eval.json", result)
     card = render(a.env_id, bundle_dir, result, teachers, history)
     write_text(bundle_dir / "README.md", with_media(card, make_media(a.env_id, bundle_dir, result, teachers, history)))

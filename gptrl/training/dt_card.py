@@ -124,9 +124,9 @@ def render(env_id: str, bundle_dir: Path, result: dict, rows: list[dict], data: 
         "",
         "## Return conditioning",
         "",
-        f"The same 50 seeds at {len(rows)} targets evenly spanning the data's episode returns "
+        f"The same {rows[0]['num_episodes']} seeds at {len(rows)} targets evenly spanning the data's episode returns "
         f"({min(d['return_min'] for d in data.values()):.0f} to {max(d['return_max'] for d in data.values()):.0f}),"
-        f" each measured with `gptrl eval {bundle_dir.as_posix()} --episodes 50 --seed 0 --target-return R` "
+        f" each measured with `{rows[0]['command'].rsplit(' --target-return', 1)[0]} --target-return R` "
         "(per-episode results in `conditioning.json`):",
         "",
         "| target return | achieved return (mean +- std) | normalised score | episode length (mean +- std) | "
@@ -205,7 +205,7 @@ def make_media(env_id: str, bundle_dir: Path, result: dict, rows: list[dict], da
                  title=f"{bundle_dir.name}: return per seed ({result['command']})")
     plot_conditioning([r["target"] for r in rows], [r["return_mean"] for r in rows],
                       [r["return_std"] for r in rows], bundle_dir / "conditioning.png", data_means=levels,
-                      title=f"{bundle_dir.name}: achieved against target return (50 seeds each)")
+                      title=f"{bundle_dir.name}: achieved against target return ({rows[0]['num_episodes']} seeds each)")
     plot_training(history["history"], bundle_dir / "training.png",
                   title=f"{bundle_dir.name}: Decision Transformer training")
     return "\n".join([

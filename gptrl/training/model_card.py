@@ -160,7 +160,35 @@ def refresh(env_id: str, bundle_dir: Path, num_envs: int = 1) -> dict:
 MEDIA_START, MEDIA_END = "<!-- media -->", "<!-- /media -->"
 
 
-def make_media(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history: dict | None) -> str:
+def training_caption(bundle_dir: Path, run_dir: Path, history: dict, num_envs: int = 1) -> str:
+    """What the training plot shows. When the run's best weights are not the bundle's (the shipped run's history
+    was lost and the recipe was run again), say so and measure the re-run's best with the card's protocol, so the
+    reader sees how far two runs of one recipe differ."""
+    best = history["best"]
+    line = (f"Behaviour-cloning loss and held-out return (10 seeds from {history['config']['eval_seed']}) over "
+            f"training; the best candidate, at step {best['step']:,}, scored {best['return_mean']:.1f} +- "
+            f"{best['return_std']:.1f}")
+    if _same_file(run_dir / "best" / "model.safetensors", bundle_dir / "model.safetensors"):
+        return line + " and is this bundle."
+    rerun = measure(run_dir / "best", num_envs=num_envs)
+    return ("The history of the run these weights come from was not kept; the plot is a later run of the same "
+            "recipe (same data, same seed, but the training code has been restructured since, so it is not the "
+            f"same run). {line}; with this card's protocol it gets {rerun['return_mean']:.2f} +- "
+            f"{rerun['return_std']:.2f} (this bundle: {_fmt_result(bundle_dir)}), which shows how much two runs of "
+            "one recipe can differ.")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and a.read_bytes() == b.read_bytes()
+
+
+def _fmt_result(bundle_dir: Path) -> str:
+    r = read_json(bundle_dir / "eval.json")
+    return f"{r['return_mean']:.2f} +- {r['return_std']:.2f}"
+
+
+def make_media(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history: dict | None,
+               run_dir: Path | None = None, num_envs: int = 1) -> str:
     """Write episode.gif (seed 0), returns.png and, with a training history, training.png into ``bundle_dir``;
     returns the card's media section (between markers, so a refresh can replace it)."""
     from gptrl.record import record_episode
@@ -182,6 +210,8 @@ def make_media(env_id: str, bundle_dir: Path, result: dict, teachers: dict, hist
     if history:
         plot_training(history["history"], bundle_dir / "training.png", title=f"{bundle_dir.name}: behaviour cloning")
         parts += ["![training curves](training.png)", ""]
+        if run_dir is not None:
+            parts += [training_caption(bundle_dir, run_dir, history, num_envs), ""]
     else:
         parts += ["The training history of this bundle was not kept, so it has no training-curve plot; the next "
                   "retraining (`make train`) writes one.", ""]
@@ -209,12 +239,13 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     recipe = get_recipe(a.env_id)
     bundle_dir = recipe.bundle_dir
+    run_dir = a.run or Path("runs/train") / a.env_id
     if a.media:
-        history_path = (a.run or Path("runs/train") / a.env_id) / "history.json"
+        history_path = run_dir / "history.json"
         history = read_json(history_path) if history_path.exists() else None
         result, teachers = read_json(bundle_dir / "eval.json"), read_json(recipe.teacher_dir / "teachers.json")
         card = with_media((bundle_dir / "README.md").read_text(),
-                          make_media(a.env_id, bundle_dir, result, teachers, history))
+                          make_media(a.env_id, bundle_dir, result, teachers, history, run_dir, a.num_envs))
         write_text(bundle_dir / "README.md", card)
         print(f"{a.env_id}: media -> {bundle_dir}")
         return
@@ -222,12 +253,13 @@ def main(argv: list[str] | None = None) -> None:
         result = refresh(a.env_id, bundle_dir, a.num_envs)
         print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} -> {bundle_dir}/README.md")
         return
-    history = read_json((a.run or Path("runs/train") / a.env_id) / "history.json")
+    history = read_json(run_dir / "history.json")
     teachers = read_json(recipe.teacher_dir / "teachers.json")
     result = measure(bundle_dir, num_envs=a.num_envs)
     write_json(bundle_dir / "eval.json", result)
     card = render(a.env_id, bundle_dir, result, teachers, history)
-    write_text(bundle_dir / "README.md", with_media(card, make_media(a.env_id, bundle_dir, result, teachers, history)))
+    media = make_media(a.env_id, bundle_dir, result, teachers, history, run_dir, a.num_envs)
+    write_text(bundle_dir / "README.md", with_media(card, media))
     print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} -> {bundle_dir}/README.md")
 
 

@@ -116,7 +116,7 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
         "## Reproduce",
         "",
         "```",
-        f"make teacher ENV={env_id}   # about 70 steps/s on one core; the committed actors make it optional",
+        f"make teacher ENV={env_id}   # hours on CPU (resumable); the committed actors make it optional",
         f"make data ENV={env_id}",
         f"make train ENV={env_id}",
         f"make card ENV={env_id}      # this file and eval.json",

@@ -25,25 +25,24 @@ def test_plots_are_written_and_depend_on_the_data(tmp_path):
 
 
 def test_training_caption_says_whether_the_plotted_run_made_the_bundle(tmp_path, monkeypatch):
-    from gptrl.fileio import write_json
     from gptrl.training import model_card
 
     bundle, run = tmp_path / "bundle", tmp_path / "run"
     (run / "best").mkdir(parents=True)
     bundle.mkdir()
     (bundle / "model.safetensors").write_bytes(b"shipped weights")
-    write_json(bundle / "eval.json", {"return_mean": 3240.4, "return_std": 8.47})
-    history = {"config": {"eval_seed": 1000},
+    card = {"return_mean": 3240.4, "return_std": 8.47}
+    history = {"config": {"eval_seed": 1000, "eval_episodes": 10},
                "best": {"step": 2000, "return_mean": 3236.32, "return_std": 72.69}}
     measured = []
     monkeypatch.setattr(model_card, "measure", lambda d, num_envs=1: measured.append((d, num_envs)) or
                         {"return_mean": 2866.97, "return_std": 565.3})
 
     (run / "best" / "model.safetensors").write_bytes(b"shipped weights")
-    same = model_card.training_caption(bundle, run, history)
+    same = model_card.training_caption(bundle, run, history, card)
     assert same.endswith("is this bundle.") and "step 2,000, scored 3236.3 +- 72.7" in same and not measured
 
     (run / "best" / "model.safetensors").write_bytes(b"other weights")
-    other = model_card.training_caption(bundle, run, history, num_envs=10)
+    other = model_card.training_caption(bundle, run, history, card, num_envs=10)
     assert measured == [(run / "best", 10)]
     assert "not the same run" in other and "2866.97 +- 565.30 (this bundle: 3240.40 +- 8.47)" in other

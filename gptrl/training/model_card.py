@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from gptrl.bundle import load_bundle
-from gptrl.fileio import read_json, write_json, write_text
+from gptrl.fileio import read_json, sha256_file, write_json, write_text
 from gptrl.training.recipes import get_recipe
 
 # The returns the reference project publishes for its bundles (50 episodes, seeds 0..49, max 1000 steps).
@@ -160,31 +160,23 @@ def refresh(env_id: str, bundle_dir: Path, num_envs: int = 1) -> dict:
 MEDIA_START, MEDIA_END = "<!-- media -->", "<!-- /media -->"
 
 
-def training_caption(bundle_dir: Path, run_dir: Path, history: dict, num_envs: int = 1) -> str:
+def training_caption(bundle_dir: Path, run_dir: Path, history: dict, result: dict, num_envs: int = 1) -> str:
     """What the training plot shows. When the run's best weights are not the bundle's (the shipped run's history
     was lost and the recipe was run again), say so and measure the re-run's best with the card's protocol, so the
-    reader sees how far two runs of one recipe differ."""
-    best = history["best"]
-    line = (f"Behaviour-cloning loss and held-out return (10 seeds from {history['config']['eval_seed']}) over "
-            f"training; the best candidate, at step {best['step']:,}, scored {best['return_mean']:.1f} +- "
+    reader sees how far two runs of one recipe differ. ``result`` is the bundle's own card measurement."""
+    best, cfg = history["best"], history["config"]
+    line = (f"Behaviour-cloning loss and held-out return ({cfg['eval_episodes']} seeds from {cfg['eval_seed']}) "
+            f"over training; the best candidate, at step {best['step']:,}, scored {best['return_mean']:.1f} +- "
             f"{best['return_std']:.1f}")
-    if _same_file(run_dir / "best" / "model.safetensors", bundle_dir / "model.safetensors"):
+    run_weights, weights = run_dir / "best" / "model.safetensors", bundle_dir / "model.safetensors"
+    if run_weights.exists() and sha256_file(run_weights) == sha256_file(weights):
         return line + " and is this bundle."
     rerun = measure(run_dir / "best", num_envs=num_envs)
     return ("The history of the run these weights come from was not kept; the plot is a later run of the same "
             "recipe (same data, same seed, but the training code has been restructured since, so it is not the "
             f"same run). {line}; with this card's protocol it gets {rerun['return_mean']:.2f} +- "
-            f"{rerun['return_std']:.2f} (this bundle: {_fmt_result(bundle_dir)}), which shows how much two runs of "
-            "one recipe can differ.")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    return a.exists() and b.exists() and a.read_bytes() == b.read_bytes()
-
-
-def _fmt_result(bundle_dir: Path) -> str:
-    r = read_json(bundle_dir / "eval.json")
-    return f"{r['return_mean']:.2f} +- {r['return_std']:.2f}"
+            f"{rerun['return_std']:.2f} (this bundle: {result['return_mean']:.2f} +- {result['return_std']:.2f}), "
+            "which shows how much two runs of one recipe can differ.")
 
 
 def make_media(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history: dict | None,
@@ -211,7 +203,7 @@ def make_media(env_id: str, bundle_dir: Path, result: dict, teachers: dict, hist
         plot_training(history["history"], bundle_dir / "training.png", title=f"{bundle_dir.name}: behaviour cloning")
         parts += ["![training curves](training.png)", ""]
         if run_dir is not None:
-            parts += [training_caption(bundle_dir, run_dir, history, num_envs), ""]
+            parts += [training_caption(bundle_dir, run_dir, history, result, num_envs), ""]
     else:
         parts += ["The training history of this bundle was not kept, so it has no training-curve plot; the next "
                   "retraining (`make train`) writes one.", ""]

@@ -95,9 +95,10 @@ def evaluate(
     """One episode per seed; the statistics of ``run_episodes`` plus ``normalized_score``.
 
     ``num_envs > 1`` steps that many envs together (a gymnasium vector env, one batched
-    policy call per step, per-row resets) with a runner built for ``num_envs`` rows. Rows
-    then use per-row positions, so each episode is the one the one-env loop plays for its
-    seed (up to float rounding of batched matrix products).
+    policy call per step) with a runner built for ``num_envs`` rows, in waves of episodes
+    that start together. Rows then use per-row positions and the one-env cache layout, so
+    each episode is the one the one-env loop plays for its seed: bit for bit with
+    onnxruntime on CPU, within the float rounding of batched matrix products with torch.
 
     ``target_return`` (env units) conditions a return-conditioned runner (a Decision Transformer; None: the bundle's
     default); the rewards are passed to it step by step. Other runners refuse a target.
@@ -167,53 +168,53 @@ def _env_id(env) -> str | None:
 
 def _evaluate_vector(envs, runner, seeds: list[int], max_steps: int, bar,
                      target_return: float | None = None) -> tuple[list[float], list[int]]:
-    """Seeds handed out to rows as they free up; finished rows reset through ``reset_mask``."""
+    """Seeds played in waves of ``num_envs`` episodes that start together with a full reset.
+
+    Rows could take a new seed as soon as they free up, but a row restarted mid-ring sees its cache entries in
+    another slot order than the one-env loop does, and the different float rounding of its attention sums grows,
+    in a chaotic env such as Walker2d, into a different episode. Starting every episode at an empty cache gives
+    each row the one-env layout, so each seed's return is the one-env loop's (bit for bit with onnxruntime on
+    CPU). A row whose episode ends before the wave's last plays unrecorded filler episodes until the wave ends.
+    """
     from gymnasium.vector import AutoresetMode
 
     if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
         raise ValueError("a vector env passed to evaluate must use autoreset_mode=AutoresetMode.DISABLED "
                          "(rows are reset by evaluate with their own seeds)")
-    n = envs.num_envs
-    episode = np.full(n, -1)  # index into seeds of each row's episode; -1 = idle
-    queue = iter(range(len(seeds)))
-
-    def assign(rows) -> list[int | None]:
-        out: list[int | None] = [None] * n
-        for row in rows:
-            i = next(queue, -1)
-            episode[row] = i
-            out[row] = seeds[i] if i >= 0 else None
-        return out
-
     if not hasattr(runner, "positions"):
         raise ValueError(f"{type(runner).__name__} has no per-row positions; evaluate it with num_envs=1")
+    n = envs.num_envs
+    conditioned = _conditioned(runner)
+    returns, lengths = [0.0] * len(seeds), [0] * len(seeds)
     previous = runner.positions
     runner.positions = "per_row"
     try:
-        conditioned = _conditioned(runner)
-        obs, _ = envs.reset(seed=assign(range(n)))
-        runner.reset(obs, target_return=target_return) if conditioned else runner.reset(obs)
-        returns, lengths = [0.0] * len(seeds), [0] * len(seeds)
-        ret, length = np.zeros(n), np.zeros(n, dtype=np.int64)
-        reward = None
-        while (episode >= 0).any():
-            action = runner.act(obs, reward=reward) if conditioned else runner.act(obs)  # type: ignore[call-arg]
-            obs, reward, terminated, truncated, _ = envs.step(action)
-            ret += reward
-            length += 1
-            done = terminated | truncated | (length >= max_steps)
-            for row in np.flatnonzero(done & (episode >= 0)):
-                returns[episode[row]], lengths[episode[row]] = float(ret[row]), int(length[row])
-                if bar is not None:
-                    bar.update(1)
-            if done.any():
-                rows = np.flatnonzero(done)
-                obs, _ = envs.reset(seed=assign(rows), options={"reset_mask": done})
-                if conditioned:
-                    runner.reset_rows(done, target_return=target_return)
-                else:
-                    runner.reset_rows(done)
-                ret[rows], length[rows] = 0.0, 0
+        for first in range(0, len(seeds), n):
+            wave = list(range(first, min(first + n, len(seeds))))
+            episode = np.full(n, -1)  # index into seeds of each row's episode; -1 = filler
+            episode[:len(wave)] = wave
+            obs, _ = envs.reset(seed=[seeds[i] for i in wave] + [None] * (n - len(wave)))
+            runner.reset(obs, target_return=target_return) if conditioned else runner.reset(obs)
+            ret, length = np.zeros(n), np.zeros(n, dtype=np.int64)
+            reward = None
+            while (episode >= 0).any():
+                action = runner.act(obs, reward=reward) if conditioned else runner.act(obs)  # type: ignore[call-arg]
+                obs, reward, terminated, truncated, _ = envs.step(action)
+                ret += reward
+                length += 1
+                done = terminated | truncated | (length >= max_steps)
+                for row in np.flatnonzero(done & (episode >= 0)):
+                    returns[episode[row]], lengths[episode[row]] = float(ret[row]), int(length[row])
+                    episode[row] = -1
+                    if bar is not None:
+                        bar.update(1)
+                if done.any() and (episode >= 0).any():  # finished rows go on with filler episodes
+                    obs, _ = envs.reset(options={"reset_mask": done})
+                    if conditioned:
+                        runner.reset_rows(done, target_return=target_return)
+                    else:
+                        runner.reset_rows(done)
+                    ret[done], length[done] = 0.0, 0
     finally:
         runner.positions = previous
     return returns, lengths

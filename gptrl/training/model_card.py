@@ -25,7 +25,7 @@ REFERENCE_PROJECT_RETURNS = {"Hopper-v5": 2836.28, "HalfCheetah-v5": 5989.04, "W
 def measure(bundle_dir: Path, episodes: int = 50, seed: int = 0, target_return: float | None = None,
             num_envs: int = 1) -> dict:
     """``gptrl eval BUNDLE --episodes N --seed S [--target-return R] [--num-envs E] --json`` in a subprocess, with
-    its command. ``--num-envs`` gives the same per-seed returns as the one-env loop (rows keep per-row positions),
+    its command. ``--num-envs`` gives the same per-seed returns as the one-env loop (``gptrl.evaluate``'s waves),
     only faster, so the card's command without it reproduces the card."""
     args = [str(bundle_dir), "--episodes", str(episodes), "--seed", str(seed)]
     if target_return is not None:

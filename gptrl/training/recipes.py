@@ -75,10 +75,10 @@ RECIPES: dict[str, Recipe] = {
         model=_MODEL,
         train=_TRAIN,
     ),
-    # Ant-v5 is shipped (from its TD3 run's 450k-step snapshot); Walker2d and Humanoid are being trained (teacher
-    # runs resume across sessions; docs in the Makefile). Their teacher algorithms follow the RL Zoo's results at 1M
-    # steps: TQC for Walker2d and Humanoid, TD3 for Ant. TD3's actor is deterministic, so every Ant data level adds
-    # fixed noise to the mean action.
+    # Walker2d-v5 and Ant-v5 are shipped (from the 650k-step snapshot of Walker2d's TQC run, the 450k-step one of
+    # Ant's TD3 run); Humanoid is being trained (teacher runs resume across sessions; docs in the Makefile). Their
+    # teacher algorithms follow the RL Zoo's results at 1M steps: TQC for Walker2d and Humanoid, TD3 for Ant. TD3's
+    # actor is deterministic, so every Ant data level adds fixed noise to the mean action.
     "Walker2d-v5": Recipe(
         env_id="Walker2d-v5", slug="walker2d", teacher_algo="tqc", teacher_steps=1_000_000,
         levels=(DataLevel("expert", "expert", 300, seed=100_000, noise_std=0.1),

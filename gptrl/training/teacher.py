@@ -174,8 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("env_id")
     p.add_argument("--out", type=Path, help="run folder (default runs/teachers/ENV)")
     p.add_argument("--steps", type=int, help="total env steps (default: the recipe's teacher_steps, else 1M)")
-    p.add_argument("--algo", choices=["sac", "td3", "tqc"],
-                   help="default: the env's recipe (gptrl/training/recipes.py)")
+    p.add_argument("--algo", choices=["sac", "td3", "tqc", "vector_tqc"],
+                   help="default: the env's recipe (gptrl/training/recipes.py); vector_tqc: many envs and a GPU "
+                        "(gptrl.training.vector_tqc, run folder runs/teachers/ENV-vector)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=25_000)
     p.add_argument("--eval-episodes", type=int, default=5)
@@ -189,8 +190,14 @@ def main(argv: list[str] | None = None) -> None:
     algo = a.algo or (recipe.teacher_algo if recipe else "sac")
     algo_kwargs = recipe.teacher_kwargs if recipe and algo == recipe.teacher_algo else {}
     steps = a.steps or (recipe.teacher_steps if recipe else 1_000_000)
-    out = a.out or Path("runs/teachers") / a.env_id
-    if not a.publish_only:
+    out = a.out or Path("runs/teachers") / (a.env_id + ("-vector" if algo == "vector_tqc" else ""))
+    if not a.publish_only and algo == "vector_tqc":
+        from gptrl.training import vector_tqc
+
+        flags = [f"--{k.replace('_', '-')}={v}" for k, v in algo_kwargs.items()]
+        vector_tqc.main([a.env_id, "--out", str(out), "--steps", str(steps), "--seed", str(a.seed),
+                         "--eval-episodes", str(a.eval_episodes), *flags])
+    elif not a.publish_only:
         best = train_teacher(a.env_id, out, steps, algo, a.seed, a.checkpoint_every, a.eval_episodes, algo_kwargs)
         print(f"best actor: {best}")
     if a.publish:

@@ -51,6 +51,7 @@ soak: install
 
 # The training pipeline, one stage per target, for one env of gptrl/training/recipes.py:
 #   make teacher ENV=Hopper-v5   the recipe's SAC or TQC teacher (resumable, runs/teachers/ENV), then the actors in teachers/
+#                                (Humanoid-v5: gptrl.training.vector_tqc, meant for a GPU; runs/teachers/ENV-vector)
 #   make data ENV=Hopper-v5      Minari datasets from the committed actors (data/minari)
 #   make train ENV=Hopper-v5     behaviour cloning (resumable, runs/train/ENV), best candidate to bundles/
 #   make card ENV=Hopper-v5      the 50-episode ONNX evaluation and the bundle's model card

@@ -41,6 +41,17 @@ def _fmt(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def _teacher_kind(info: dict) -> str:
+    if info.get("trainer") == "vector_tqc":
+        return (f"TQC ({info['n_critics']} critics of {info['n_quantiles']} atoms, {info['drop_per_net']} dropped per "
+                f"critic) from `gptrl.training.vector_tqc`, {info['num_envs']} envs stepping while a GPU updates,")
+    return f"Stable-Baselines3 {info['algo'].upper()}"
+
+
+def _teacher_cost(info: dict) -> str:
+    return "minutes on one GPU, days on 2 CPU cores" if info.get("trainer") == "vector_tqc" else "hours on CPU"
+
+
 def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history: dict) -> str:
     bundle = load_bundle(bundle_dir)
     c, m = bundle.config, bundle.config.model
@@ -83,7 +94,7 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
         "",
         "## Data",
         "",
-        f"- Teachers: Stable-Baselines3 {exp['algo'].upper()} trained by `make teacher ENV={env_id}`. Expert: the "
+        f"- Teachers: {_teacher_kind(exp)} trained by `make teacher ENV={env_id}`. Expert: the "
         f"snapshot after {_fmt(exp['steps'])} steps, {exp['selection_return_mean']:.1f} +- "
         f"{exp['selection_return_std']:.1f} over {exp['selection_episodes']} episodes (seeds "
         f"{exp['selection_seed']}+). Medium: the snapshot after {_fmt(med['steps'])} steps, "
@@ -116,7 +127,7 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
         "## Reproduce",
         "",
         "```",
-        f"make teacher ENV={env_id}   # hours on CPU (resumable); the committed actors make it optional",
+        f"make teacher ENV={env_id}   # {_teacher_cost(exp)} (resumable); the committed actors make it optional",
         f"make data ENV={env_id}",
         f"make train ENV={env_id}",
         f"make card ENV={env_id}      # this file and eval.json",

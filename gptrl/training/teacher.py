@@ -19,17 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gptrl.fileio import atomic_path, read_json, write_json
-from gptrl.training.teacher_actor import TeacherActor, actor_from_sb3
-
-EVAL_SEED_BASE = 10_000  # teacher evaluation seeds stay clear of the 0..49 used for the shipped bundles
-
-
-def evaluate_actor(actor: TeacherActor, env_id: str, episodes: int, seed: int = EVAL_SEED_BASE) -> list[float]:
-    """Returns of the deterministic actor on ``episodes`` seeded episodes (no torch, no SB3)."""
-    from gptrl.evaluation import evaluate
-
-    return evaluate(env_id, actor, seeds=range(seed, seed + episodes)).returns
-
+from gptrl.training.teacher_actor import EVAL_SEED_BASE, actor_from_sb3, evaluate_actor
 
 # Stable-Baselines3 defaults (lr 3e-4, batch 256, gamma 0.99, tau 0.005, one gradient step per env step,
 # automatic entropy) with the RL Zoo's 10k random warm-up steps. TQC keeps 2 critics instead of 5 so it runs

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from gptrl.fileio import atomic_path, read_json, write_json
-from gptrl.training.teacher_actor import LOG_STD_MAX, LOG_STD_MIN, TeacherActor
+from gptrl.training.teacher_actor import EVAL_SEED_BASE, LOG_STD_MAX, LOG_STD_MIN, TeacherActor, evaluate_actor
 
 
 @dataclass
@@ -295,8 +295,6 @@ class TQC:
 
 def _evaluate_and_save(actor: TeacherActor, env_id: str, episodes: int, path: str) -> tuple[int, float, float]:
     """Side-process job: the snapshot's quick evaluation (teacher.py's seeds), written into its metadata."""
-    from gptrl.training.teacher import EVAL_SEED_BASE, evaluate_actor
-
     returns = evaluate_actor(actor, env_id, episodes)
     actor.info |= {"eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
                    "eval_episodes": episodes, "eval_seed": EVAL_SEED_BASE}

@@ -11,7 +11,6 @@ Running the same command again continues from the last checkpoint.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from gptrl.fileio import atomic_path, read_json, write_json
-from gptrl.training.teacher_actor import EVAL_SEED_BASE, actor_from_sb3, evaluate_actor
+from gptrl.training.snapshots import EVAL_SEED_BASE, evaluate_actor, log_snapshot, save_snapshot
+from gptrl.training.teacher_actor import actor_from_sb3
 
 # Stable-Baselines3 defaults (lr 3e-4, batch 256, gamma 0.99, tau 0.005, one gradient step per env step,
 # automatic entropy) with the RL Zoo's 10k random warm-up steps. TQC keeps 2 critics instead of 5 so it runs
@@ -90,23 +90,12 @@ def train_teacher(env_id: str, out: Path, steps: int, algo: str = "sac", seed: i
             if n % checkpoint_every:
                 return True
             actor = actor_from_sb3(self.model, {**run_info, "steps": n})
-            returns = evaluate_actor(actor, env_id, eval_episodes)
-            actor.info |= {"eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
-                           "eval_episodes": eval_episodes, "eval_seed": EVAL_SEED_BASE}
-            actor.save(out / "actors" / f"step_{n:09d}.safetensors")
+            _, mean, std = save_snapshot(actor, env_id, eval_episodes, out / "actors" / f"step_{n:09d}.safetensors")
             with atomic_path(buffer_path) as tmp:
                 self.model.save_replay_buffer(tmp)
             with atomic_path(model_path) as tmp:
                 self.model.save(tmp)
-            new_file = not (out / "progress.csv").exists()
-            with open(out / "progress.csv", "a", newline="") as f:
-                w = csv.writer(f)
-                if new_file:
-                    w.writerow(["steps", "seconds_this_run", "eval_return_mean", "eval_return_std"])
-                w.writerow([n, round(time.time() - started, 1), round(float(np.mean(returns)), 2),
-                            round(float(np.std(returns)), 2)])
-            print(f"{env_id} step {n}: eval {np.mean(returns):.1f} +- {np.std(returns):.1f} "
-                  f"({time.time() - started:.0f} s)", flush=True)
+            log_snapshot(out, env_id, n, time.time() - started, mean, std)
             return True
 
     remaining = steps - model.num_timesteps

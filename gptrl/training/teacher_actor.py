@@ -70,16 +70,6 @@ class TeacherActor:
                       metadata={"gptrl_teacher": json.dumps(self.info)})
 
 
-EVAL_SEED_BASE = 10_000  # teacher evaluation seeds stay clear of the 0..49 used for the shipped bundles
-
-
-def evaluate_actor(actor: TeacherActor, env_id: str, episodes: int, seed: int = EVAL_SEED_BASE) -> list[float]:
-    """Returns of the deterministic actor on ``episodes`` seeded episodes (no torch, no SB3)."""
-    from gptrl.evaluation import evaluate
-
-    return evaluate(env_id, actor, seeds=range(seed, seed + episodes)).returns
-
-
 def load_teacher_actor(path: str | Path) -> TeacherActor:
     from safetensors import safe_open
 

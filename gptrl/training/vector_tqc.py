@@ -21,7 +21,6 @@ its current policy before updating again.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import math
 import time
@@ -31,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from gptrl.fileio import atomic_path, read_json, write_json
-from gptrl.training.teacher_actor import EVAL_SEED_BASE, LOG_STD_MAX, LOG_STD_MIN, TeacherActor, evaluate_actor
+from gptrl.training.snapshots import log_snapshot, save_snapshot
+from gptrl.training.teacher_actor import LOG_STD_MAX, LOG_STD_MIN, TeacherActor
 
 
 @dataclass
@@ -293,15 +293,6 @@ class TQC:
         self.updates = s["updates"]
 
 
-def _evaluate_and_save(actor: TeacherActor, env_id: str, episodes: int, path: str) -> tuple[int, float, float]:
-    """Side-process job: the snapshot's quick evaluation (teacher.py's seeds), written into its metadata."""
-    returns = evaluate_actor(actor, env_id, episodes)
-    actor.info |= {"eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
-                   "eval_episodes": episodes, "eval_seed": EVAL_SEED_BASE}
-    actor.save(path)
-    return actor.info["steps"], float(np.mean(returns)), float(np.std(returns))
-
-
 def _run_info(a: Args) -> dict:
     d = {k: v for k, v in asdict(a).items() if k in Args.RUN_KEYS}
     return {**d, "algo": "tqc", "trainer": "vector_tqc", "actor_hidden": list(a.actor_hidden),
@@ -350,15 +341,9 @@ def train(a: Args) -> Path:
     episode_returns, running = [], np.zeros(a.num_envs)
     pending, stats = [], {}
 
-    def log_eval(result):
+    def log_eval(result):  # runs in this process when the side process is done
         n, mean, std = result
-        new_file = not (out / "progress.csv").exists()
-        with open(out / "progress.csv", "a", newline="") as f:
-            w = csv.writer(f)
-            if new_file:
-                w.writerow(["steps", "seconds_this_run", "eval_return_mean", "eval_return_std"])
-            w.writerow([n, round(time.time() - started, 1), round(mean, 2), round(std, 2)])
-        print(f"{a.env_id} step {n}: eval {mean:.1f} +- {std:.1f} ({time.time() - started:.0f} s)", flush=True)
+        log_snapshot(out, a.env_id, n, time.time() - started, mean, std)
 
     try:
         while steps < a.steps:
@@ -393,7 +378,7 @@ def train(a: Args) -> Path:
                 next_snapshot += a.snapshot_every
                 teacher = agent.actor.to_teacher(low, high, {**run_info, "steps": steps, "updates": agent.updates})
                 path = out / "actors" / f"step_{steps:09d}.safetensors"
-                pending.append(evaluator.apply_async(_evaluate_and_save,
+                pending.append(evaluator.apply_async(save_snapshot,
                                                      (teacher, a.env_id, a.eval_episodes, str(path)),
                                                      callback=log_eval))
                 with atomic_path(state_path) as tmp:

@@ -7,7 +7,7 @@ PIP_INSTALL := $(PIP) install --constraint constraints.txt
 
 DEMO_BUNDLE ?= bundles/hopper-v5
 
-.PHONY: install install-runtime test lint demo export bench bench-edge soak teacher data train card dt-train dt-card clean
+.PHONY: install install-runtime test lint demo export bench bench-edge soak teacher data train dagger card dt-train dt-card clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,7 @@ soak: install
 #                                (Humanoid-v5: gptrl.training.vector_tqc, meant for a GPU; runs/teachers/ENV-vector)
 #   make data ENV=Hopper-v5      Minari datasets from the committed actors (data/minari)
 #   make train ENV=Hopper-v5     behaviour cloning (resumable, runs/train/ENV), best candidate to bundles/
+#   make dagger ENV=Hopper-v5    DAgger rounds from the bundle (resumable, runs/dagger/ENV), best round to bundles/
 #   make card ENV=Hopper-v5      the 50-episode ONNX evaluation and the bundle's model card
 # `:=`, not `?=`: a shell variable that happens to be called ENV must not pick the env (make ENV=... still does).
 ENV := Hopper-v5
@@ -66,6 +67,9 @@ data: install
 
 train: install
 	$(PY) -m gptrl.training.train $(ENV) --publish
+
+dagger: install
+	$(PY) -m gptrl.training.dagger $(ENV) --publish
 
 # NUM_ENVS: envs stepped together in the card's 50-episode evaluation (same per-seed returns, faster).
 NUM_ENVS := 1

@@ -90,22 +90,38 @@ def create_dataset(dataset_id: str, env_id: str, behaviour: TeacherActor, expert
     An existing dataset with this id is an error unless ``overwrite``; it is replaced only after the new
     episodes are collected, so a failed collection leaves it in place.
     """
-    import minari
-
-    exists = dataset_id in minari.list_local_datasets()
-    if exists and not overwrite:
-        raise FileExistsError(f"dataset {dataset_id!r} exists in {os.environ.get('MINARI_DATASETS_PATH')}; "
-                              "pass overwrite=True (--overwrite) to rebuild it")
+    refuse_existing(dataset_id, overwrite)
     buffers = collect_episode_buffers(env_id, behaviour, expert, num_episodes, seed, noise_std, progress)
-    if exists:  # only once the new episodes are in memory
-        minari.delete_dataset(dataset_id)
-    return minari.create_dataset_from_buffers(
-        dataset_id=dataset_id, buffer=buffers, env=env_id, eval_env=env_id,
+    return store_dataset(
+        dataset_id, env_id, buffers,
         algorithm_name=f"gptrl teacher ({behaviour.info.get('algo', '?')}, {behaviour.info.get('steps', '?')} steps)"
                        + (", own Gaussian policy" if noise_std is None
                           else f", mean action + N(0, {noise_std:g}) noise"),
+        ref_min_score=ref_min_score, ref_max_score=ref_max_score, description=description,
+    )
+
+
+def refuse_existing(dataset_id: str, overwrite: bool) -> None:
+    """An existing local dataset is kept unless ``overwrite`` (checked before any episode is collected)."""
+    import minari
+
+    if dataset_id in minari.list_local_datasets() and not overwrite:
+        raise FileExistsError(f"dataset {dataset_id!r} exists in {os.environ.get('MINARI_DATASETS_PATH')}; "
+                              "pass overwrite=True (--overwrite) to rebuild it")
+
+
+def store_dataset(dataset_id: str, env_id: str, buffers: list, *, algorithm_name: str, ref_min_score: float,
+                  ref_max_score: float, description: str, code: str = "datasets.py"):
+    """Write collected ``EpisodeBuffer``s as the Minari dataset ``dataset_id``, replacing one that exists (the
+    caller checked ``refuse_existing`` before collecting, so the old one goes only once the new one is in memory)."""
+    import minari
+
+    if dataset_id in minari.list_local_datasets():
+        minari.delete_dataset(dataset_id)
+    return minari.create_dataset_from_buffers(
+        dataset_id=dataset_id, buffer=buffers, env=env_id, eval_env=env_id, algorithm_name=algorithm_name,
         author="gptrl", author_email="gptrl@users.noreply.github.com",
-        code_permalink="https://github.com/gptrl/gptrl/blob/main/gptrl/training/datasets.py",
+        code_permalink=f"https://github.com/gptrl/gptrl/blob/main/gptrl/training/{code}",
         ref_min_score=float(ref_min_score), ref_max_score=float(ref_max_score), description=description,
     )
 

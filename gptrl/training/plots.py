@@ -83,3 +83,23 @@ def plot_conditioning(targets: Sequence[float], means: Sequence[float], stds: Se
         return _save(fig, Path(out))
     finally:
         plt.close(fig)
+
+
+def plot_rounds(rounds: Sequence[int], means: Sequence[float], stds: Sequence[float], falls: Sequence[int],
+                out: str | Path, *, episodes: int, title: str = "") -> Path:
+    """DAgger's progress: held-out return (mean +- std) and the number of falls, one point per round."""
+    plt = _figure()
+    fig, left = plt.subplots(figsize=(6.4, 3.6))
+    left.errorbar(rounds, means, yerr=stds, color="tab:orange", marker="s", ms=4, capsize=2)
+    left.set_xlabel("DAgger round (0: the behaviour-cloned student)")
+    left.set_ylabel("held-out return", color="tab:orange")
+    left.set_xticks(list(rounds))
+    right = left.twinx()
+    right.bar(rounds, falls, width=0.3, alpha=0.35, color="tab:red")
+    right.set_ylabel(f"falls in {episodes} episodes", color="tab:red")
+    right.set_ylim(0, max(1, max(falls)) * 1.2)
+    left.set_title(title or "DAgger")
+    try:
+        return _save(fig, Path(out))
+    finally:
+        plt.close(fig)

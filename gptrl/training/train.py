@@ -73,6 +73,26 @@ def build_model(env_id: str, episodes: list[Episode], model_kwargs: dict, seed: 
     return model
 
 
+def load_student(bundle_dir: Path, env_id: str, model_kwargs: dict) -> PolicyModel:
+    """A bundle's policy, in training mode, to continue training from (its embedded normaliser is kept).
+
+    Refuses a bundle for another env or of another architecture than ``model_kwargs`` says, since the run's
+    windows and checkpoint are built from ``model_kwargs``.
+    """
+    from gptrl.bundle import load_bundle
+    from gptrl.exporter.causal.convert import model_from_bundle
+
+    bundle = load_bundle(bundle_dir)
+    if bundle.config.env_id != env_id:
+        raise ValueError(f"{bundle_dir}/config.json: env_id is {bundle.config.env_id!r}, not {env_id!r}")
+    arch = bundle.config.model
+    wanted = {k: v for k, v in model_kwargs.items() if hasattr(arch, k)}
+    have = {k: getattr(arch, k) for k in wanted}
+    if have != wanted:
+        raise ValueError(f"{bundle_dir}/config.json: architecture {have} is not the recipe's {wanted}")
+    return model_from_bundle(bundle).train()
+
+
 def as_tensors(batch: WindowBatch) -> dict[str, torch.Tensor]:
     return {f.name: torch.from_numpy(np.ascontiguousarray(getattr(batch, f.name))) for f in fields(batch)}
 
@@ -102,6 +122,11 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def falls(result, max_steps: int = 1000) -> int:
+    """Episodes that ended before ``max_steps``: for the MuJoCo locomotion envs, a fall (termination)."""
+    return int(sum(n < max_steps for n in result["lengths"]))
+
+
 def evaluate_candidate(model: PolicyModel, folder: Path, episodes: int, seed: int) -> dict:
     """Write ``model`` as a bundle in ``folder``, export its ONNX graph and evaluate that on the ONNX runtime."""
     from gptrl.evaluation import evaluate
@@ -129,8 +154,11 @@ def _save_atomic(obj, path: Path) -> None:
 
 
 def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, cfg: TrainConfig,
-          progress: bool = True, notes: dict | None = None) -> dict:
-    """Train (or resume) and return the run summary; the best candidate bundle ends in ``out/best``."""
+          progress: bool = True, notes: dict | None = None, init: Path | None = None) -> dict:
+    """Train (or resume) and return the run summary; the best candidate bundle ends in ``out/best``.
+
+    ``init``: a bundle folder to continue training from (DAgger's rounds) instead of a fresh initialisation.
+    """
     from tqdm import tqdm
 
     torch.set_num_threads(cfg.threads)
@@ -139,7 +167,8 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
     kv = int(model_kwargs.get("context_length", 32))
     sampler = WindowSampler(episodes, kv=kv, window=cfg.window, num_layers=int(model_kwargs["num_layers"]),
                             gamma=cfg.gamma, seed=cfg.seed)
-    model = build_model(env_id, episodes, model_kwargs, cfg.seed)
+    model = (build_model(env_id, episodes, model_kwargs, cfg.seed) if init is None
+             else load_student(init, env_id, model_kwargs))
     value_scale = float(max(1.0, sampler.returns.std()))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -182,7 +211,8 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
             model.train()
             record = {"step": state["step"], "action_mse": round(running, 5),
                       "return_mean": round(result["return_mean"], 2), "return_std": round(result["return_std"], 2),
-                      "length_mean": result["length_mean"], "seconds": round(time.time() - started, 1)}
+                      "length_mean": result["length_mean"], "falls": falls(result),
+                      "seconds": round(time.time() - started, 1)}
             state["history"].append(record)
             if state["best"] is None or record["return_mean"] > state["best"]["return_mean"]:
                 state["best"] = record

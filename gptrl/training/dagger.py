@@ -1,0 +1,287 @@
+"""DAgger for the causal transformer student: it drives, the teacher labels, the data grows where it goes wrong.
+
+Behaviour cloning only ever sees the teacher's states; where the student drifts off them (a Humanoid starting
+to fall) it has no data, so it falls. Each round here:
+
+1. rolls the current student out on the ONNX runtime exactly as it is evaluated (one token per step through its
+   KV cache, waves of envs that start at an empty cache, per-row positions). At each step the expert acts
+   instead with probability beta (the ``imitation`` library's linear schedule; the recipe's datasets are round
+   0, beta 1); the cache then records the action really taken (``Policy.observe``);
+2. labels every visited state with the expert's deterministic action and stores the round's episodes as a Minari
+   dataset, ``gptrl/<slug>/dagger-r<k>-v0``;
+3. trains the student further on the recipe's datasets plus every round's (the shared loop of
+   ``gptrl.training.train``), exporting a candidate every ``eval_every`` steps and evaluating it on
+   ``select_episodes`` held-out seeds (never the card's 0..49) with its falls counted.
+
+The best of the starting student and every round's best candidate, on those seeds, is the result.
+
+    python -m gptrl.training.dagger Humanoid-v5 --publish        (make dagger ENV=Humanoid-v5)
+
+Resumable per round: ``runs/dagger/ENV/dagger.json`` lists finished rounds, a round's rollout stage ends with its
+``rollout.json`` (written after its dataset), and its training resumes from its own checkpoint. Each round's
+student stays in ``round-<k>/best``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from gptrl.fileio import atomic_dir, read_json, sha256_file, write_json
+from gptrl.training.datasets import load_episodes, refuse_existing, store_dataset, use_datasets_path
+from gptrl.training.recipes import Recipe, get_recipe
+from gptrl.training.teacher_actor import TeacherActor, load_teacher_actor
+from gptrl.training.train import TrainConfig, falls, publish, train
+
+
+@dataclass
+class Args:
+    rounds: int = field(default=3, metadata={"help": "DAgger rounds after the recipe's datasets (round 0)"})
+    episodes: int = field(default=50, metadata={"help": "student episodes rolled out and labelled per round"})
+    rampdown_rounds: int = field(default=2, metadata={
+        "help": "beta, the chance that the expert acts at a step, is max(0, 1 - round / rampdown_rounds)"})
+    num_envs: int = field(default=25, metadata={"help": "envs stepped together in rollouts and selection"})
+    rollout_seed: int = field(default=500_000, metadata={
+        "help": "round k's episode i resets with seed rollout_seed + 1000 k + i (disjoint from every eval seed)"})
+    steps: int = field(default=4000, metadata={"help": "training steps per round (continuing the student)"})
+    lr: float = field(default=3e-4, metadata={"help": "peak learning rate of each round (cosine to 0.1x)"})
+    warmup: int = field(default=100, metadata={"help": "learning-rate warmup steps of each round"})
+    eval_every: int = field(default=1000, metadata={"help": "export and evaluate a candidate every this many steps"})
+    select_episodes: int = field(default=30, metadata={"help": "held-out selection episodes per candidate"})
+    select_seed: int = field(default=2000, metadata={"help": "first held-out selection seed (never 0..49)"})
+
+
+RESUMABLE = {"rounds"}  # a finished run can be given more rounds; any other change is another run
+
+
+def beta_at(round_: int, rampdown_rounds: int) -> float:
+    """``imitation``'s LinearBetaSchedule: 1 at round 0 (the teacher's own data), 0 from ``rampdown_rounds`` on."""
+    return min(1.0, max(0.0, 1.0 - round_ / rampdown_rounds)) if rampdown_rounds > 0 else 0.0
+
+
+def rollout(env_id: str, student: Path, expert: TeacherActor, *, episodes: int, beta: float, seed: int,
+            num_envs: int, progress: bool = True) -> tuple[list, dict]:
+    """Seeded episodes of the student (the expert acting at a step with probability ``beta``), every observation
+    labelled with the expert's action; Minari ``EpisodeBuffer``s and their statistics."""
+    from minari.data_collector import EpisodeBuffer
+    from tqdm import tqdm
+
+    from gptrl.evaluation import make_env
+    from gptrl.runtime import load_policy
+
+    n = min(num_envs, episodes)
+    envs = make_env(env_id, n)
+    policy = load_policy(student, num_envs=n, positions="per_row")
+    rng = np.random.default_rng([seed, 0xDA66E2])
+    buffers, returns, fell, expert_steps, steps = [], [], 0, 0, 0
+    bar = tqdm(total=episodes, desc=f"dagger rollout {env_id}", unit="ep", disable=not progress)
+    try:
+        for first in range(0, episodes, n):
+            wave = list(range(first, min(first + n, episodes)))
+            episode = np.full(n, -1)  # each row's episode index; -1: an unrecorded filler after its episode ended
+            episode[:len(wave)] = wave
+            obs, _ = envs.reset(seed=[seed + i for i in wave] + [None] * (n - len(wave)))
+            policy.reset(obs)
+            rows = [{"obs": [o], "actions": [], "rewards": [], "term": [], "trunc": []} for o in obs]
+            while (episode >= 0).any():
+                if rng.random() < beta:
+                    action = expert.act(obs)
+                    policy.observe(obs, action)
+                    expert_steps += int((episode >= 0).sum())
+                else:
+                    action = policy.act(obs)
+                obs, reward, terminated, truncated, _ = envs.step(action)
+                for r in np.flatnonzero(episode >= 0):
+                    row = rows[r]
+                    row["obs"].append(obs[r]), row["actions"].append(action[r]), row["rewards"].append(float(reward[r]))
+                    row["term"].append(bool(terminated[r])), row["trunc"].append(bool(truncated[r]))
+                done = terminated | truncated
+                for r in np.flatnonzero(done & (episode >= 0)):
+                    row, i = rows[r], int(episode[r])
+                    observations = np.asarray(row["obs"], dtype=np.float64)
+                    buffers.append(EpisodeBuffer(
+                        id=i, seed=seed + i, observations=observations,
+                        actions=np.asarray(row["actions"], dtype=np.float32), rewards=row["rewards"],
+                        terminations=row["term"], truncations=row["trunc"],
+                        infos={"expert_action": expert.act(observations.astype(np.float32))}))
+                    returns.append(float(np.sum(row["rewards"])))
+                    fell += int(row["term"][-1])
+                    steps += len(row["actions"])
+                    episode[r] = -1
+                    bar.update(1)
+                if done.any() and (episode >= 0).any():
+                    obs, _ = envs.reset(options={"reset_mask": done})
+                    policy.reset_rows(done)
+    finally:
+        bar.close()
+        envs.close()
+    buffers.sort(key=lambda b: b.id)
+    stats = {"episodes": episodes, "steps": steps, "return_mean": round(float(np.mean(returns)), 2),
+             "return_std": round(float(np.std(returns)), 2), "falls": fell,
+             "expert_step_fraction": round(expert_steps / max(1, steps), 4), "beta": beta,
+             "seeds": [seed, seed + episodes - 1]}
+    return buffers, stats
+
+
+def select(env_id: str, bundle: Path, args: Args) -> dict:
+    """The held-out selection measurement every candidate gets (the training loop's protocol), for ``bundle``."""
+    from gptrl.evaluation import evaluate
+    from gptrl.runtime import load_policy
+
+    n = min(args.num_envs, args.select_episodes)
+    result = evaluate(env_id, load_policy(bundle, num_envs=n),
+                      seeds=range(args.select_seed, args.select_seed + args.select_episodes), num_envs=n)
+    return {"return_mean": round(result.return_mean, 2), "return_std": round(result.return_std, 2),
+            "length_mean": result.length_mean, "falls": falls(result)}
+
+
+def dataset_id(recipe: Recipe, round_: int) -> str:
+    return f"gptrl/{recipe.slug}/dagger-r{round_}-v0"
+
+
+def collect_round(recipe: Recipe, round_: int, student: Path, expert: TeacherActor, args: Args, folder: Path,
+                  progress: bool) -> dict:
+    """Round ``round_``'s rollouts as a Minari dataset; ``folder/rollout.json`` marks the stage done."""
+    from gptrl.evaluation import REFERENCE_RETURNS
+
+    marker = folder / "rollout.json"
+    if marker.exists():
+        return read_json(marker)
+    beta = beta_at(round_, args.rampdown_rounds)
+    seed = args.rollout_seed + 1000 * round_
+    refuse_existing(dataset_id(recipe, round_), overwrite=True)  # a dataset without its marker is a crashed round
+    buffers, stats = rollout(recipe.env_id, student, expert, episodes=args.episodes, beta=beta, seed=seed,
+                             num_envs=args.num_envs, progress=progress)
+    low, high = REFERENCE_RETURNS.get(recipe.env_id, (0.0, 1.0))
+    store_dataset(
+        dataset_id(recipe, round_), recipe.env_id, buffers,
+        algorithm_name=f"gptrl DAgger round {round_} (student {student}, beta {beta:g})", code="dagger.py",
+        ref_min_score=low, ref_max_score=high,
+        description=(f"{recipe.env_id}, {args.episodes} episodes of the DAgger round-{round_} student acting through "
+                     f"its KV cache (the expert acting at a step with probability {beta:g}); infos['expert_action'] "
+                     "holds the expert teacher's deterministic action at each observation."))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"dataset": dataset_id(recipe, round_), "student": str(student), **stats})
+    return read_json(marker)
+
+
+def round_config(recipe: Recipe, round_: int, args: Args) -> TrainConfig:
+    """The recipe's behaviour-cloning settings, continued at DAgger's rate, cadence and selection seeds."""
+    return TrainConfig(**{**recipe.train, "steps": args.steps, "lr": args.lr, "warmup": args.warmup,
+                          "eval_every": args.eval_every, "eval_episodes": args.select_episodes,
+                          "eval_seed": args.select_seed, "seed": round_})
+
+
+def best_round(rounds: list[dict]) -> dict:
+    """The highest held-out return; on a tie, fewer falls, then the earlier round."""
+    return max(rounds, key=lambda r: (r["selection"]["return_mean"], -r["selection"]["falls"], -r["round"]))
+
+
+def run(recipe: Recipe, args: Args, *, init: Path, out: Path, progress: bool = True) -> dict:
+    """Run (or resume) the DAgger rounds from the student bundle ``init``; returns the summary (``dagger.json``)."""
+    expert = load_teacher_actor(recipe.teacher_dir / "expert.safetensors")
+    summary_path = out / "dagger.json"
+    wanted = {k: v for k, v in asdict(args).items() if k not in RESUMABLE}
+    if summary_path.exists():
+        summary = read_json(summary_path)
+        if summary["args"] != wanted or summary["init"] != str(init):
+            raise FileExistsError(f"{summary_path} was made with other settings ({summary['args']}, init "
+                                  f"{summary['init']}); remove {out} or pick another --out")
+    else:
+        start = out / "round-0" / "student"  # a copy: publishing replaces the bundle the run started from
+        with atomic_dir(start, overwrite=True) as tmp:
+            publish(init, tmp)
+        summary = {"env_id": recipe.env_id, "args": wanted, "init": str(init),
+                   "init_sha256": sha256_file(init / "model.safetensors"), "teacher": expert.info,
+                   "rounds": [{"round": 0, "beta": 1.0, "student": str(start),
+                               "datasets": list(recipe.dataset_ids), "selection": select(recipe.env_id, start, args)}]}
+        write_json(summary_path, summary)
+    student = Path(summary["rounds"][-1]["student"])
+    base = load_episodes(list(recipe.dataset_ids))
+    for k in range(len(summary["rounds"]), args.rounds + 1):
+        folder = out / f"round-{k}"
+        rollout_stats = collect_round(recipe, k, student, expert, args, folder, progress)
+        ids = [dataset_id(recipe, j) for j in range(1, k + 1)]
+        episodes = base + load_episodes(ids)
+        cfg = round_config(recipe, k, args)
+        state = train(recipe.env_id, folder / "train", episodes, recipe.model, cfg, progress=progress, init=student,
+                      notes={"dagger_round": k, "init": str(student), "datasets": [*recipe.dataset_ids, *ids]})
+        student = folder / "train" / "best"
+        best = state["best"]
+        summary["rounds"].append({
+            "round": k, "beta": rollout_stats["beta"], "student": str(student), "rollout": rollout_stats,
+            "datasets": [*recipe.dataset_ids, *ids], "dataset_steps": int(sum(len(e.actions) for e in episodes)),
+            "train": {"steps": cfg.steps, "lr": cfg.lr, "best_step": best["step"],
+                      "seconds": state["history"][-1]["seconds"]},
+            "selection": {key: best[key] for key in ("return_mean", "return_std", "length_mean", "falls")}})
+        summary["best_round"] = best_round(summary["rounds"])["round"]
+        write_json(summary_path, summary)
+        plot_rounds(summary, out / "rounds.png")
+        if progress:
+            print(json.dumps(summary["rounds"][-1]["selection"] | {"round": k}), flush=True)
+    summary["best_round"] = best_round(summary["rounds"])["round"]
+    write_json(summary_path, summary)
+    return summary
+
+
+def plot_rounds(summary: dict, out: Path) -> Path:
+    """Held-out return (mean +- std) and falls of the starting student and each round's best candidate."""
+    from gptrl.training.plots import plot_rounds as draw
+
+    rounds = summary["rounds"]
+    sel = [r["selection"] for r in rounds]
+    args = summary["args"]
+    return draw([r["round"] for r in rounds], [s["return_mean"] for s in sel], [s["return_std"] for s in sel],
+                [s["falls"] for s in sel], out, episodes=args["select_episodes"],
+                title=f"{summary['env_id']}: DAgger rounds (seeds {args['select_seed']}.."
+                      f"{args['select_seed'] + args['select_episodes'] - 1})")
+
+
+def publish_best(summary: dict, dest: Path, out: Path) -> Path:
+    """Copy the chosen round's student into ``dest`` (keeping its card and media) and the summary beside the run."""
+    best = best_round(summary["rounds"])
+    if best["round"] == 0:
+        raise ValueError(f"no DAgger round beat the starting student {summary['init']} on the selection seeds "
+                         f"({best['selection']}); nothing to publish")
+    with atomic_dir(out / "published", overwrite=True) as tmp:
+        write_json(tmp / "dagger.json", summary)
+    return publish(Path(best["student"]), dest)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("env_id", help="a gymnasium id with a recipe in gptrl.training.recipes")
+    p.add_argument("--init", type=Path, help="student bundle to start from (default: the recipe's bundles/ folder)")
+    p.add_argument("--out", type=Path, help="run folder (default runs/dagger/ENV)")
+    p.add_argument("--datasets-path", type=Path, help="Minari datasets folder (default data/minari)")
+    p.add_argument("--publish", action="store_true", help="copy the best round's student into the recipe's bundle")
+    for f in fields(Args):
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                       help=f"{f.metadata['help']} (default {f.default})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = _parser().parse_args(argv)
+    recipe = get_recipe(a.env_id)
+    args = Args(**{f.name: getattr(a, f.name) for f in fields(Args)})
+    for name in ("rounds", "episodes", "num_envs", "steps", "eval_every", "select_episodes"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    use_datasets_path(a.datasets_path)
+    out = a.out or Path("runs/dagger") / a.env_id
+    summary = run(recipe, args, init=(a.init or recipe.bundle_dir).resolve(), out=out)
+    best = best_round(summary["rounds"])
+    print(f"best: round {best['round']}: {json.dumps(best['selection'])}")
+    if a.publish:
+        print(f"published {publish_best(summary, recipe.bundle_dir, out)}")
+
+
+if __name__ == "__main__":
+    from gptrl.cli import run_script
+
+    raise SystemExit(run_script("gptrl.training.dagger", main))

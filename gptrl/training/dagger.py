@@ -53,9 +53,10 @@ class Args:
     eval_every: int = field(default=1000, metadata={"help": "export and evaluate a candidate every this many steps"})
     select_episodes: int = field(default=30, metadata={"help": "held-out selection episodes per candidate"})
     select_seed: int = field(default=2000, metadata={"help": "first held-out selection seed (never 0..49)"})
+    device: str = field(default="cpu", metadata={"help": "torch device of the training steps (cpu, cuda)"})
 
 
-RESUMABLE = {"rounds"}  # a finished run can be given more rounds; any other change is another run
+RESUMABLE = {"rounds", "device"}  # a run can be given more rounds, or move to a GPU; any other change is another run
 
 
 def beta_at(round_: int, rampdown_rounds: int) -> float:
@@ -173,7 +174,7 @@ def round_config(recipe: Recipe, round_: int, args: Args) -> TrainConfig:
     """The recipe's behaviour-cloning settings, continued at DAgger's rate, cadence and selection seeds."""
     return TrainConfig(**{**recipe.train, "steps": args.steps, "lr": args.lr, "warmup": args.warmup,
                           "eval_every": args.eval_every, "eval_episodes": args.select_episodes,
-                          "eval_seed": args.select_seed, "seed": round_})
+                          "eval_seed": args.select_seed, "seed": round_, "device": args.device})
 
 
 def best_round(rounds: list[dict]) -> dict:
@@ -250,6 +251,80 @@ def publish_best(summary: dict, dest: Path, out: Path) -> Path:
     with atomic_dir(out / "published", overwrite=True) as tmp:
         write_json(tmp / "dagger.json", summary)
     return publish(Path(best["student"]), dest)
+
+
+DAGGER_START, DAGGER_END = "<!-- dagger -->", "<!-- /dagger -->"
+
+
+def published_summary(bundle_dir: Path, out: Path) -> dict | None:
+    """The DAgger run that made ``bundle_dir``'s weights (its best round's student, compared by sha256), or None."""
+    path = out / "dagger.json"
+    if not path.exists():
+        return None
+    summary = read_json(path)
+    best = best_round(summary["rounds"])
+    weights = Path(best["student"]) / "model.safetensors"
+    if best["round"] == 0 or not weights.exists() or \
+            sha256_file(weights) != sha256_file(bundle_dir / "model.safetensors"):
+        return None
+    return summary
+
+
+def card_section(summary: dict) -> str:
+    """The model card's DAgger section: the rounds, what each one's student did, and which seeds chose it."""
+    a, env_id = summary["args"], summary["env_id"]
+    best = best_round(summary["rounds"])
+    sel = f"seeds {a['select_seed']}..{a['select_seed'] + a['select_episodes'] - 1}"
+    rows = []
+    for r in summary["rounds"]:
+        s = r["selection"]
+        if r["round"] == 0:
+            rows.append(f"| 0 | 1 | the recipe's datasets | | | {s['return_mean']:.1f} +- {s['return_std']:.1f} | "
+                        f"{s['falls']} |")
+            continue
+        ro, t = r["rollout"], r["train"]
+        rows.append(f"| {r['round']} | {r['beta']:g} | {ro['episodes']} episodes ({ro['steps']:,} steps), return "
+                    f"{ro['return_mean']:.1f} +- {ro['return_std']:.1f}, {ro['falls']} falls | "
+                    f"{r['dataset_steps']:,} | "
+                    f"{t['steps']:,} at lr {t['lr']:g}, best at {t['best_step']:,} ({t['seconds'] / 60:.0f} min) | "
+                    f"{s['return_mean']:.1f} +- {s['return_std']:.1f} | {s['falls']} |")
+    teacher = summary["teacher"]
+    lines = [
+        DAGGER_START,
+        "## DAgger",
+        "",
+        f"Behaviour cloning only shows the student the teacher's states, so it had no data where it drifts off "
+        f"them. `make dagger ENV={env_id}` (`gptrl.training.dagger`) started from the behaviour-cloned bundle "
+        f"(model.safetensors sha256 `{summary['init_sha256'][:16]}`) and ran {len(summary['rounds']) - 1} rounds. "
+        f"Each round rolled the current student out on the ONNX runtime through its KV cache, exactly as it is "
+        f"evaluated, on {a['episodes']} fresh seeds (from {a['rollout_seed']:,} + 1000 x round), the expert "
+        f"({teacher.get('steps', '?'):,}-step teacher) acting instead at a step with probability beta "
+        f"(linear schedule over {a['rampdown_rounds']} rounds); every visited state was labelled with the "
+        "expert's action and stored as a Minari dataset (`gptrl/<env>/dagger-r<k>-v0`), and the student was "
+        f"trained further on all datasets for {a['steps']:,} steps (lr {a['lr']:g}, warmup {a['warmup']}, cosine "
+        f"to 0.1x). A candidate was exported every {a['eval_every']:,} steps and evaluated on "
+        f"{a['select_episodes']} held-out {sel} (disjoint from the 0..49 above), falls counted; the best candidate "
+        f"of every round and the starting student were compared on those seeds, and round {best['round']} chose "
+        "this bundle.",
+        "",
+        f"| round | beta | student's rollouts | training data (steps) | training | selection ({sel}) | falls |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "![return and falls per round](rounds.png)",
+        "",
+        DAGGER_END,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def with_card_section(card: str, section: str) -> str:
+    """``card`` with its DAgger section replaced (or added before the Reproduce section)."""
+    if DAGGER_START in card:
+        head, rest = card.split(DAGGER_START, 1)
+        return head + section + rest.split(DAGGER_END, 1)[1].lstrip("\n")
+    return card.replace("## Reproduce", section + "\n## Reproduce", 1)
 
 
 def _parser() -> argparse.ArgumentParser:

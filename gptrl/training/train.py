@@ -52,6 +52,7 @@ class TrainConfig:
     eval_seed: int = 1000
     seed: int = 0
     threads: int = 1
+    device: str = "cpu"  # "cuda" trains on a GPU (candidates are still exported and evaluated on the CPU)
 
 
 def build_model(env_id: str, episodes: list[Episode], model_kwargs: dict, seed: int) -> PolicyModel:
@@ -93,8 +94,8 @@ def load_student(bundle_dir: Path, env_id: str, model_kwargs: dict) -> PolicyMod
     return model_from_bundle(bundle).train()
 
 
-def as_tensors(batch: WindowBatch) -> dict[str, torch.Tensor]:
-    return {f.name: torch.from_numpy(np.ascontiguousarray(getattr(batch, f.name))) for f in fields(batch)}
+def as_tensors(batch: WindowBatch, device: str = "cpu") -> dict[str, torch.Tensor]:
+    return {f.name: torch.from_numpy(np.ascontiguousarray(getattr(batch, f.name))).to(device) for f in fields(batch)}
 
 
 def bc_losses(model: PolicyModel, batch: dict[str, torch.Tensor], value_scale: float) -> dict[str, torch.Tensor]:
@@ -139,7 +140,7 @@ def evaluate_candidate(model: PolicyModel, folder: Path, episodes: int, seed: in
     return evaluate(model.config.env_id, policy, seeds=range(seed, seed + episodes), num_envs=episodes)
 
 
-RESUMABLE_CHANGES = {"steps", "eval_every", "eval_episodes", "threads"}
+RESUMABLE_CHANGES = {"steps", "eval_every", "eval_episodes", "threads", "device"}
 
 
 def _same_run(saved: dict, wanted: dict) -> bool:
@@ -168,7 +169,7 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
     sampler = WindowSampler(episodes, kv=kv, window=cfg.window, num_layers=int(model_kwargs["num_layers"]),
                             gamma=cfg.gamma, seed=cfg.seed)
     model = (build_model(env_id, episodes, model_kwargs, cfg.seed) if init is None
-             else load_student(init, env_id, model_kwargs))
+             else load_student(init, env_id, model_kwargs)).to(cfg.device)
     value_scale = float(max(1.0, sampler.returns.std()))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -177,13 +178,13 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
     state = {"step": 0, "best": None, "history": []}
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location=cfg.device)
         if not _same_run(ckpt["config"], asdict(cfg)) or ckpt["model_kwargs"] != model_kwargs:
             raise FileExistsError(f"{ckpt_path} was made with other settings; remove {out} or pick another --out")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sampler.rng.bit_generator.state = ckpt["sampler_rng"]
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
         state = ckpt["state"]
     # Wall time across resumptions: this run's clock starts where the last checkpoint's left off.
     started = time.time() - (state["history"][-1]["seconds"] if state["history"] else 0.0)
@@ -193,7 +194,7 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
         step = state["step"]
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        batch = as_tensors(sampler.sample(cfg.batch_size))
+        batch = as_tensors(sampler.sample(cfg.batch_size), cfg.device)
         losses = bc_losses(model, batch, value_scale)
         total = losses["action"] + cfg.aux_weight * (losses["log_std"] + losses["value"])
         opt.zero_grad(set_to_none=True)

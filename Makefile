@@ -2,30 +2,42 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# Every install goes through the constraints file so torch stays the pinned CPU build.
-PIP_INSTALL := $(PIP) install --constraint constraints.txt
+# Every install comes from a lock file in locks/ (exact versions, sha256-checked; `make lock` writes them): torch
+# stays the 2.13.0 CPU build. gptrl itself goes in editable, without dependencies, built by the locked setuptools.
+LOCKED_INSTALL := $(PIP) install --require-hashes --requirement
+GPTRL_EDITABLE := $(PIP) install --no-deps --no-build-isolation --editable .
 
 DEMO_BUNDLE ?= bundles/hopper-v5
 
-.PHONY: install install-runtime test lint demo export bench bench-edge soak teacher data train dagger card dt-train dt-card clean
+.PHONY: install install-runtime lock test lint demo verify-cards export bench bench-edge soak teacher data train dagger card dt-train dt-card clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip setuptools wheel
+	$(LOCKED_INSTALL) locks/build.txt
 
 # Everything needed for development: the runtime, the exporter, MuJoCo, the hub client and the test tools.
-$(VENV)/.dev-installed: $(PY) pyproject.toml constraints.txt
-	$(PIP_INSTALL) -e ".[dev]"
+$(VENV)/.dev-installed: $(PY) pyproject.toml locks/dev.txt
+	$(LOCKED_INSTALL) locks/dev.txt
+	$(GPTRL_EDITABLE)
 	touch $@
 
 install: $(VENV)/.dev-installed
 
 # The torch-free runtime and what an evaluation needs (MuJoCo envs, a progress bar): no torch.
-$(VENV)/.runtime-installed: $(PY) pyproject.toml constraints.txt
-	$(PIP_INSTALL) -e ".[cpu,mujoco,progress]"
+$(VENV)/.runtime-installed: $(PY) pyproject.toml locks/runtime.txt
+	$(LOCKED_INSTALL) locks/runtime.txt
+	$(GPTRL_EDITABLE)
 	touch $@
 
 install-runtime: $(VENV)/.runtime-installed
+
+# Re-resolve the lock files after a change to pyproject.toml's dependencies (existing pins are kept where they still
+# fit; LOCK_ARGS=--upgrade moves every package to its newest allowed version). locks/cuda.txt is resolved for
+# x86-64 Linux and CPython 3.11 from here too, though this machine cannot install it.
+LOCK_ARGS :=
+
+lock: install
+	$(PY) locks/lock.py $(LOCK_ARGS)
 
 # Torch-free evaluation of a shipped bundle on the ONNX runtime.
 demo: $(VENV)/.runtime-installed

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from gptrl.errors import BundleError
+from gptrl.errors import BundleError, OutputExistsError
 
 
 def inspect_dt_bundle(path: str) -> dict[str, Any]:
@@ -317,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def one_line(exc: BaseException) -> str:
     """An exception as one line: its message's first line (the type where the message is empty)."""
+    if isinstance(exc, OutputExistsError):  # the Python argument's name means nothing on the command line
+        return f"{exc.path}: already exists (add --overwrite to replace it)"
     text = str(exc).strip()
     if isinstance(exc, KeyError) and text.startswith(("'", '"')):
         text = text[1:-1]

@@ -9,3 +9,12 @@ class BundleError(ValueError):
 
 class NonFiniteOutputError(FloatingPointError):
     """A policy produced a NaN or infinite output; the message names the row and the step."""
+
+
+class OutputExistsError(FileExistsError):
+    """An output that exists and is replaced only on request. ``str`` names the Python argument (overwrite=True);
+    the command line names its own flag (``--overwrite``) from ``path``."""
+
+    def __init__(self, path: str):
+        super().__init__(f"{path}: already exists (pass overwrite=True to replace it)")
+        self.path = path

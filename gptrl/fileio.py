@@ -3,7 +3,9 @@
 Every file gptrl writes goes through :func:`atomic_path` (or :func:`atomic_dir` for a folder): the content goes
 to a temporary sibling named ``.NAME.tmp-PID-RANDOM``, is flushed to disk, and is renamed over the destination
 only when complete, so a crash, an exception or a signal never leaves a half-written file. Temporaries of dead
-processes (a ``kill -9``) are swept the next time the same destination is written.
+processes (a ``kill -9``) are swept the next time the same destination is written. No command writes over a file
+it reads (:func:`check_output`: each writer names what it reads), and an existing output is replaced only on
+request (:func:`refuse_existing`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import os
 import shutil
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gptrl.errors import BundleError
+from gptrl.errors import BundleError, OutputExistsError
 
 MAX_JSON_BYTES = 64 << 20  # config.json, metadata and run files are kilobytes; refuse anything absurd
 MAX_JSON_DEPTH = 64  # nesting deeper than this is refused (Python's decoder would hit its recursion limit)
@@ -66,17 +68,45 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def atomic_path(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write ``dest``'s new content to; on success it replaces ``dest`` atomically.
-
-    On any exception (or a signal turned into one by :func:`signals_raise`) the temporary is removed and
-    ``dest`` is left exactly as it was.
+def check_output(dest: str | Path, reads: Iterable[str | Path] = (), *, folder: bool = False) -> Path:
+    """Refuse, before any work, an output a command cannot write: one that is a file the command reads (or, for a
+    ``folder`` output, a folder holding one), since writing it would destroy the command's own input; one that is
+    a folder where a file is wanted (or the reverse); one below a file. Returns ``dest`` as a Path.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_dir():
+    for source in map(Path, reads):  # compared after symlinks: an alias of the folder is the folder
+        if dest.resolve() == source.resolve():
+            raise ValueError(f"{dest}: is {source}, which this command reads; writing it would destroy the input "
+                             "(give another output path)")
+        if folder and dest.resolve() in source.resolve().parents:
+            raise ValueError(f"{dest}: holds {source}, which this command reads; replacing the folder would "
+                             "destroy the input (give another output folder)")
+    if not folder and dest.is_dir():
         raise IsADirectoryError(f"{dest}: is a folder; give a file path")
+    if folder and dest.exists() and not dest.is_dir():
+        raise BundleError(f"{dest}: exists and is not a folder")
+    parent = next(p for p in (dest.absolute(), *dest.absolute().parents) if p.exists() or p == p.parent)
+    if parent != dest.absolute() and not parent.is_dir():
+        raise NotADirectoryError(f"{dest}: cannot be written: {parent} is a file, not a folder")
+    return dest
+
+
+def refuse_existing(dest: str | Path, overwrite: bool) -> None:
+    """An existing output is replaced only on request; the error names the request (``OutputExistsError``)."""
+    if Path(dest).exists() and not overwrite:
+        raise OutputExistsError(str(dest))
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, *, reads: Iterable[str | Path] = ()) -> Iterator[Path]:
+    """Yield a temporary path to write ``dest``'s new content to; on success it replaces ``dest`` atomically.
+
+    ``reads``: the files the command reads; ``dest`` may not be one of them (:func:`check_output`). On any
+    exception (or a signal turned into one by :func:`signals_raise`) the temporary is removed and ``dest`` is left
+    exactly as it was.
+    """
+    dest = check_output(dest, reads)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temporaries(dest)
     tmp = _tmp_name(dest)
     try:
@@ -110,17 +140,15 @@ def copy_file(src: str | Path, dest: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(dest: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(dest: str | Path, *, overwrite: bool = False, reads: Iterable[str | Path] = ()) -> Iterator[Path]:
     """Yield a temporary folder to fill; on success it replaces ``dest`` (an existing one only if ``overwrite``).
 
-    An existing ``dest`` is moved aside first and removed only once the new folder is in place; on failure the
-    temporary folder is removed and ``dest`` is untouched.
+    ``reads``: the files the command reads; ``dest`` may not hold one (:func:`check_output`). An existing ``dest``
+    is moved aside first and removed only once the new folder is in place; on failure the temporary folder is
+    removed and ``dest`` is untouched.
     """
-    dest = Path(dest)
-    if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest}: already exists (pass overwrite=True to replace it)")
-    if dest.exists() and not dest.is_dir():
-        raise BundleError(f"{dest}: exists and is not a folder")
+    dest = check_output(dest, reads, folder=True)
+    refuse_existing(dest, overwrite)
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temporaries(dest)
     tmp = _tmp_name(dest)

@@ -15,15 +15,14 @@ from gptrl.bundle.bundle import load_bundle
 from gptrl.bundle.files import CONFIG_FILE, WEIGHTS_FILE
 from gptrl.bundle.schema import BundleConfig
 from gptrl.bundle.weights import check_tensors, optional_tensors, required_tensors
-from gptrl.fileio import atomic_dir
+from gptrl.fileio import atomic_dir, refuse_existing
 
 
 def write_bundle(path: str | Path, config: BundleConfig, tensors: dict[str, np.ndarray], *,
                  overwrite: bool = False) -> Path:
     """Write config.json + model.safetensors (normaliser embedded) to ``path`` and return it."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
+    refuse_existing(path, overwrite)
     c = config
     tensors = {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in tensors.items()}
     required = required_tensors(c.model, c.state_dim, c.action_dim, embedded_normalizer=True)

@@ -19,7 +19,7 @@ from safetensors.numpy import save_file
 from gptrl.bundle import load_bundle
 from gptrl.bundle.files import CONFIG_FILE, LEGACY_SIDECAR, LEGACY_WEIGHTS, SIDECAR_FILE, WEIGHTS_FILE
 from gptrl.errors import BundleError
-from gptrl.fileio import atomic_path
+from gptrl.fileio import atomic_path, refuse_existing
 
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -32,7 +32,10 @@ def _refusal(path: Path, exc: Exception) -> BundleError:
                        "unpickles objects, so the file was not loaded")
 
 
-def load_tensor_dict(path: Path) -> dict[str, np.ndarray]:
+def load_tensor_dict(path: Path, *, cast: bool = True) -> dict[str, np.ndarray]:
+    """The tensors of a pickled state dict as numpy arrays: float32 (legacy bundles: the reference's pickles hold
+    other dtypes for buffers), or with ``cast=False`` in their own dtype, for the caller's dtype check (a dtype
+    numpy lacks, such as bfloat16, is refused here)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -50,9 +53,12 @@ def load_tensor_dict(path: Path) -> dict[str, np.ndarray]:
     for name, value in data.items():
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
             raise BundleError(f"{path}: entry {name!r} is {type(value).__name__}, expected a tensor")
-        if not value.is_floating_point():
-            value = value.float()
-        out[name] = value.detach().to(torch.float32).contiguous().numpy()
+        if cast:
+            value = value.detach().to(torch.float32)
+        try:
+            out[name] = value.detach().contiguous().numpy()
+        except TypeError:  # a dtype numpy lacks (bfloat16, float8)
+            raise BundleError(f"{path}: tensor '{name}' has dtype {value.dtype}, expected float32") from None
     return out
 
 
@@ -66,8 +72,7 @@ def convert_legacy_bundle_to_safetensors(path: str | Path, *, overwrite: bool = 
     legacy = path / LEGACY_WEIGHTS
     if not legacy.is_file():
         raise BundleError(f"{legacy}: missing (nothing to convert)")
-    if (path / WEIGHTS_FILE).exists() and not overwrite:
-        raise FileExistsError(f"{path / WEIGHTS_FILE}: already exists (pass overwrite=True to replace it)")
+    refuse_existing(path / WEIGHTS_FILE, overwrite)
     outputs = {WEIGHTS_FILE: load_tensor_dict(legacy)}
     if (path / LEGACY_SIDECAR).is_file():
         outputs[SIDECAR_FILE] = load_tensor_dict(path / LEGACY_SIDECAR)
@@ -82,7 +87,8 @@ def convert_legacy_bundle_to_safetensors(path: str | Path, *, overwrite: bool = 
         except BundleError as exc:  # name the user's files, not the scratch copy
             raise BundleError(str(exc).replace(str(scratch), str(path))) from None
         # Sidecar first: model.safetensors appearing marks the conversion as done.
+        reads = [path / CONFIG_FILE, legacy, path / LEGACY_SIDECAR]
         for name in sorted(outputs, key=lambda n: n == WEIGHTS_FILE):
-            with atomic_path(path / name) as tmp:
+            with atomic_path(path / name, reads=reads) as tmp:
                 shutil.copyfile(scratch / name, tmp)
     return path

@@ -14,10 +14,10 @@ import onnx
 from gptrl import __version__
 from gptrl.bundle import Bundle, load_bundle
 from gptrl.bundle.dt import is_dt_folder
-from gptrl.bundle.files import POLICY_FILE, WEIGHTS_FILE
+from gptrl.bundle.files import POLICY_FILE, WEIGHTS_FILE, source_files
 from gptrl.bundle.policy_graph import VARIANT_OPSETS, metadata_props
 from gptrl.contract import GraphVariant
-from gptrl.fileio import atomic_path, sha256_file
+from gptrl.fileio import atomic_path, check_output, sha256_file
 from gptrl.graph import build_step_graph, serialize
 from gptrl.rollout import resolve_serving
 from gptrl.synthetic import ClosedLoopEnv
@@ -91,13 +91,15 @@ def export_onnx(
     out = Path(out) if out is not None else bundle_dir / POLICY_FILE
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; give the .onnx file to write (e.g. {out / POLICY_FILE})")
+    reads = source_files(bundle_dir)
+    check_output(out, reads)  # before the minutes a verification or a quantization check takes
     bundle = load_bundle(bundle_dir)
     env_id = quantize_env or bundle.config.env_id
     if quantize is not None and not env_id:
         raise ValueError(f"{bundle_dir}: the bundle records no env_id to check the quantized policy on; pass one")
     model = build_policy_graph(bundle, variant, kv=kv, bos_cache_mode=bos_cache_mode)
     data = serialize(model)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, reads=reads) as tmp:
         tmp.write_bytes(data)
         if verify:
             verify_export(tmp, bundle, tolerance=tolerance, name=out)

@@ -16,7 +16,6 @@ from gptrl.bundle.dt import (
     PICKLE_FILE,
     SAFETENSORS_FILE,
     SIDECAR_FILE,
-    DTSidecar,
     load_dt_bundle,
     parse_dt_config,
     parse_sidecar,
@@ -58,6 +57,18 @@ def fetch_checkpoint(src: str | Path, *, revision: str | None = None, cache_dir:
     return config.parent
 
 
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars as the JSON values they would be written as, so the sidecar's own rules judge them
+    (a text, object or ragged normaliser is refused there, naming the key), not numpy's conversion."""
+    if isinstance(value, np.ndarray):
+        return _plain(value.ravel().tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [v.item() if isinstance(v, np.generic) else v for v in value]
+    return value
+
+
 def import_decision_transformer(src: str | Path, out: str | Path, *, state_mean: Any, state_std: Any,
                                 scale: float = 1000.0, target_return: float | None = None, env_id: str | None = None,
                                 context_length: int = 20, overwrite: bool = False, revision: str | None = None,
@@ -71,13 +82,14 @@ def import_decision_transformer(src: str | Path, out: str | Path, *, state_mean:
 
     folder = fetch_checkpoint(src, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     config = parse_dt_config(read_json(folder / CONFIG_FILE), str(folder / CONFIG_FILE))
-    mean, std = (np.asarray(v, dtype=np.float64).reshape(-1).tolist() for v in (state_mean, state_std))
-    sidecar = DTSidecar(mean, std, scale, target_return, env_id, context_length)
-    parse_sidecar(sidecar.__dict__, "<import_decision_transformer arguments>", config)  # one set of rules
+    arguments = {"state_mean": state_mean, "state_std": state_std, "scale": scale, "target_return": target_return,
+                 "env_id": env_id, "context_length": context_length}
+    sidecar = parse_sidecar({k: _plain(v) for k, v in arguments.items()}, "<import_decision_transformer arguments>",
+                            config)  # the file's rules, so what is written reads back
     weights = folder / SAFETENSORS_FILE if (folder / SAFETENSORS_FILE).is_file() else folder / PICKLE_FILE
     if not weights.is_file():
         raise BundleError(f"{folder}: holds neither {SAFETENSORS_FILE} nor {PICKLE_FILE}")
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, reads=[folder / CONFIG_FILE, weights]) as tmp:
         shutil.copyfile(folder / CONFIG_FILE, tmp / CONFIG_FILE)
         shutil.copyfile(weights, tmp / weights.name)
         (tmp / SIDECAR_FILE).write_text(sidecar.to_json(), encoding="utf-8")

@@ -10,8 +10,8 @@ import onnx
 
 from gptrl import __version__
 from gptrl.bundle.dt import DTBundle, dt_metadata_props, load_dt_bundle
-from gptrl.bundle.files import POLICY_FILE
-from gptrl.fileio import atomic_path, sha256_file
+from gptrl.bundle.files import POLICY_FILE, source_files
+from gptrl.fileio import atomic_path, check_output, sha256_file
 from gptrl.graph import serialize
 from gptrl.graph.dt import build_dt_stateful_graph, build_dt_window_graph
 from gptrl.synthetic import ClosedLoopEnv
@@ -31,6 +31,8 @@ def export_dt_onnx(bundle_dir: str | Path, out: str | Path | None = None, *, ver
     out = Path(out) if out is not None else bundle_dir / POLICY_FILE
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; give the .onnx file to write (e.g. {out / POLICY_FILE})")
+    reads = source_files(bundle_dir)
+    check_output(out, reads)
     bundle = load_dt_bundle(bundle_dir)
     build = build_dt_stateful_graph if stateful else build_dt_window_graph
     model = build(bundle, dt_tensors(bundle))
@@ -38,7 +40,7 @@ def export_dt_onnx(bundle_dir: str | Path, out: str | Path | None = None, *, ver
                                                          stateful=stateful))
     model.doc_string = f"gptrl Decision Transformer window (K={bundle.sidecar.context_length})"
     onnx.checker.check_model(model, full_check=True)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, reads=reads) as tmp:
         tmp.write_bytes(serialize(model))
         if verify:
             (verify_dt_stateful if stateful else verify_dt_export)(tmp, bundle, tolerance=tolerance, name=out)

@@ -23,16 +23,46 @@ from gptrl.contract import StepInfo
 from gptrl.errors import BundleError
 from gptrl.rollout import MAX_NUM_ENVS, PolicyBase, check_batch, check_count, check_mask, check_outputs
 
+MAX_DT_ATTENTION_BYTES = 8 << 30  # float32 attention scores of one step: rows x heads x (3K)^2 x 4 bytes
+
+
+def check_dt_serving(num_envs: Any, heads: int, context: int) -> int:
+    """``num_envs`` checked against the rows limit and against the memory a step's attention over the window takes
+    (every row and head scores 3K tokens against 3K), before anything is allocated; returns it as an int."""
+    num_envs = check_count("num_envs", num_envs, MAX_NUM_ENVS)
+    need = num_envs * heads * (3 * context) ** 2 * 4
+    if need > MAX_DT_ATTENTION_BYTES:
+        raise ValueError(f"num_envs={num_envs} x {heads} heads x (3 x K={context} tokens)^2 attention scores take "
+                         f"{need / 2**30:.1f} GiB a step, past gptrl's limit of {MAX_DT_ATTENTION_BYTES >> 30} GiB "
+                         "(docs/format.md, Limits): use fewer envs")
+    return num_envs
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:57] + '...' if len(text) > 60 else text}"
+
+
+def _numbers(value: Any, what: str, expected: str) -> np.ndarray:
+    """``value`` as float64, or a ValueError naming ``what``: text (which numpy would read as "3.5" or refuse in its
+    own words), booleans, objects and ragged lists are not numbers."""
+    try:
+        array = np.asarray(value)
+    except ValueError:  # a ragged list
+        array = np.asarray(None)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{what} must be {expected}, got {_describe(value)}")
+    return array.astype(np.float64)
+
 
 def check_target(value: Any, num_envs: int, default: float | None) -> np.ndarray:
-    """Per-row target returns (env units) from a number, a [num_envs] array or None (the bundle's default)."""
+    """Per-row target returns (env units) from a number (every row's), a [num_envs] array or None (the bundle's
+    default)."""
     if value is None:
         if default is None:
             raise ValueError("this Decision Transformer bundle records no default target return: pass target_return")
         value = default
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating, np.ndarray, list, tuple)):
-        raise TypeError(f"target_return must be a number or one per row, got {type(value).__name__}")
-    array = np.asarray(value, dtype=np.float64)
+    array = _numbers(value, "target_return", "a number or one per row")
     if array.ndim == 0:
         array = np.full(num_envs, float(array))
     if array.shape != (num_envs,):
@@ -43,21 +73,29 @@ def check_target(value: Any, num_envs: int, default: float | None) -> np.ndarray
 
 
 def check_rewards(reward: Any, num_envs: int, running: np.ndarray) -> np.ndarray:
-    """Per-row rewards (float64 [num_envs]) for a step; ``running`` rows (those past their first step) need one."""
+    """Per-row rewards (float64 [num_envs]) for a step; ``running`` rows (those past their first step) need one.
+
+    Rewards are per env, like observations: one env takes a number or shape (1,), a batch one per row. A number or
+    a (1,) array for several rows is refused rather than spread over them (one env's reward given to all).
+    """
     if reward is None:
         raise ValueError("a Decision Transformer needs the reward the env returned with obs: act(obs, reward)")
-    rewards = np.broadcast_to(np.asarray(reward, dtype=np.float64).reshape(-1), (num_envs,))
+    expected = "a number or (1,)" if num_envs == 1 else f"({num_envs},), one per row"
+    rewards = _numbers(reward, "reward", f"numeric, {expected}")
+    if rewards.shape != (num_envs,) and not (num_envs == 1 and rewards.shape == ()):
+        raise ValueError(f"reward has shape {rewards.shape}, expected {expected}")
+    rewards = rewards.reshape(num_envs)
     if not np.isfinite(rewards[running]).all():
         raise ValueError("reward holds non-finite values")
     return rewards
 
 
 class DTWindow:
-    def __init__(self, num_envs: int, state_dim: int, act_dim: int, context: int, *, scale: float,
+    def __init__(self, num_envs: int, state_dim: int, act_dim: int, context: int, *, heads: int, scale: float,
                  state_mean: np.ndarray, state_std: np.ndarray, max_ep_len: int, default_target: float | None):
         if scale <= 0:
             raise BundleError(f"scale must be positive, got {scale}")
-        num_envs = check_count("num_envs", num_envs, MAX_NUM_ENVS)  # before allocating the window
+        num_envs = check_dt_serving(num_envs, heads, context)  # before allocating the window
         self.num_envs, self.state_dim, self.act_dim, self.context = num_envs, state_dim, act_dim, context
         self.scale, self.max_ep_len, self.default_target = float(scale), int(max_ep_len), default_target
         self.mean, self.std = np.asarray(state_mean, np.float32), np.asarray(state_std, np.float32)

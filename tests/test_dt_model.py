@@ -130,7 +130,7 @@ def test_one_loop_drives_both_families_with_targets(dt_bundle):
 
 
 @pytest.mark.parametrize("target, error, message", [
-    ("high", TypeError, "target_return must be a number"),
+    ("high", ValueError, "target_return must be a number"),
     ([1.0, 2.0], ValueError, r"target_return has shape \(2,\)"),
     (float("nan"), ValueError, "target_return must be finite"),
 ])
@@ -244,5 +244,5 @@ def test_load_policy_runs_the_stateful_graph_like_the_window_graph(dt_bundle, tm
     one.act(np.zeros(11, np.float32))  # the first act reads step 0 only
     with pytest.raises(ValueError, match="needs the reward"):
         one.act(np.zeros(11, np.float32))
-    with pytest.raises(TypeError, match="target_return must be a number"):
+    with pytest.raises(ValueError, match="target_return must be a number"):
         one.reset(np.zeros(11, np.float32), target_return="high")

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from gptrl.bundle.jsonreader import JsonReader
+from gptrl.bundle import files
+from gptrl.bundle.jsonreader import JsonReader, describe
 from gptrl.bundle.policy_graph import (
     KEY_FORMAT,
     KEY_GRAPH_SHA256,
@@ -24,18 +25,24 @@ from gptrl.bundle.policy_graph import (
     SEAL_PLACEHOLDER,
     STATEFUL_IO,
     TensorSpec,
+    check_io_convention,
 )
-from gptrl.bundle.schema import LIMITS
+from gptrl.bundle.schema import LIMITS, MAX_PARAMETERS
 from gptrl.errors import BundleError
 from gptrl.fileio import loads_json, read_json
 
-CONFIG_FILE = "config.json"
-SAFETENSORS_FILE = "model.safetensors"
-PICKLE_FILE = "pytorch_model.bin"
-SIDECAR_FILE = "gptrl_dt.json"
+CONFIG_FILE = files.CONFIG_FILE
+SAFETENSORS_FILE = files.WEIGHTS_FILE
+PICKLE_FILE = files.DT_PICKLE_FILE
+SIDECAR_FILE = files.DT_SIDECAR_FILE
 MODEL_TYPE = "decision_transformer"
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "tanh", "silu", "swish")
 MAX_EP_LEN = 1 << 20
+SIDECAR_FORMAT = "gptrl-decision-transformer/1"
+# K: every step encodes 3K tokens, and the attention over them holds (3K)^2 scores per head and row, so the limit is
+# one a machine can serve (3 x 1024 tokens: 38 MB of float32 scores per head and row), far above the K of 20 that
+# Decision Transformers use; the serving budget in gptrl.dt_window bounds rows x heads on top of it.
+MAX_DT_CONTEXT = 1024
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ class DTSidecar:
     target_return: float | None = None  # env units; None: the caller must give one at reset
     env_id: str | None = None
     context_length: int = 20  # K timesteps (3K tokens)
-    format: str = "gptrl-decision-transformer/1"
+    format: str = SIDECAR_FORMAT  # a reader refuses any other
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1) + "\n"
@@ -133,11 +140,11 @@ def parse_dt_config(data: Any, source: str) -> DTConfig:
         if not 0.0 <= rates[key] < 1.0:
             raise r.error(f"key '{key}' must be in [0, 1), got {rates[key]}")
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
-        if r.get(flag, "bool", False):
+        if r.flag(flag, False):
             raise r.error(f"key '{flag}' = true is not supported by gptrl")
-    if not r.get("scale_attn_weights", "bool", True):
+    if not r.flag("scale_attn_weights", True):
         raise r.error("key 'scale_attn_weights' = false is not supported by gptrl")
-    return DTConfig(
+    config = DTConfig(
         state_dim=r.positive("state_dim", 17, limit=LIMITS["size"]),
         act_dim=r.positive("act_dim", 4, limit=LIMITS["size"]),
         hidden_size=hidden,
@@ -146,23 +153,36 @@ def parse_dt_config(data: Any, source: str) -> DTConfig:
         n_inner=n_inner,
         activation_function=activation,
         max_ep_len=r.positive("max_ep_len", 4096, limit=MAX_EP_LEN),
-        action_tanh=r.get("action_tanh", "bool", True),
+        action_tanh=r.flag("action_tanh", True),
         n_positions=r.positive("n_positions", 1024, limit=LIMITS["max_position_embeddings"]),
         layer_norm_epsilon=eps,
         vocab_size=r.positive("vocab_size", 1, limit=1 << 20),
         **rates,
     )
+    params = sum(math.prod(shape) for shape in required_dt_tensors(config).values())
+    if params > MAX_PARAMETERS:  # refused before a model is built or a weights file is read
+        raise r.error(f"the config describes {params:,} parameters, past gptrl's limit of {MAX_PARAMETERS:,}")
+    return config
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def parse_sidecar(data: Any, source: str, config: DTConfig) -> DTSidecar:
     r = JsonReader(data, source)
+    version = r.get("format", "str", SIDECAR_FORMAT)
+    if version != SIDECAR_FORMAT:
+        raise r.error(f"key 'format' = {version!r}: this gptrl reads {SIDECAR_FORMAT!r} only (a newer gptrl wrote "
+                      "it, or another tool)")
     out = {}
     for key in ("state_mean", "state_std"):
         values = r.get(key, "list")
         if len(values) != config.state_dim:
             raise r.error(f"key '{key}' has {len(values)} entries, expected state_dim {config.state_dim}")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-            raise r.error(f"key '{key}' must hold finite numbers")
+        bad = next((i for i, v in enumerate(values) if not _finite_number(v)), None)
+        if bad is not None:
+            raise r.error(f"key '{key}' must hold finite numbers, got {describe(values[bad])} at index {bad}")
         out[key] = [float(v) for v in values]
     if any(v <= 0 for v in out["state_std"]):
         raise r.error("key 'state_std' must be positive")
@@ -172,7 +192,7 @@ def parse_sidecar(data: Any, source: str, config: DTConfig) -> DTSidecar:
     target = r.get("target_return", "float", None)
     if target is not None and not math.isfinite(target):
         raise r.error(f"key 'target_return' must be finite, got {target}")
-    k = r.positive("context_length", 20, limit=LIMITS["context_length"])
+    k = r.positive("context_length", 20, limit=MAX_DT_CONTEXT)
     return DTSidecar(out["state_mean"], out["state_std"], scale, None if target is None else float(target),
                      r.get("env_id", "str", None), k)
 
@@ -266,8 +286,29 @@ def dt_metadata_props(bundle: DTBundle, weights_sha256: str, version: str, *,
 
 
 def read_dt_metadata(props: dict[str, str], source: str) -> tuple[DTConfig, DTSidecar]:
+    check_io_convention(props, source, stateful=props.get(KEY_FORMAT) == DT_STATEFUL_FORMAT)
     config = parse_dt_config(loads_json(props.get(KEY_DT_CONFIG, ""), f"{source} metadata '{KEY_DT_CONFIG}'"),
                              f"{source} metadata '{KEY_DT_CONFIG}'")
     sidecar = parse_sidecar(loads_json(props.get(KEY_DT_SIDECAR, ""), f"{source} metadata '{KEY_DT_SIDECAR}'"),
                             f"{source} metadata '{KEY_DT_SIDECAR}'", config)
     return config, sidecar
+
+
+def check_folder_agrees(folder: Path, config: DTConfig, sidecar: DTSidecar, source: str) -> None:
+    """A graph in a bundle folder must carry the values of the folder's config.json and gptrl_dt.json as they are
+    now: the torch runner reads the files and the runtime reads the graph, so an edit the graph ignores would make
+    the two act differently. Values are compared, not bytes, so the error names the keys and a harmless edit (white
+    space, a key neither reads) is no disagreement."""
+    for name, embedded in ((CONFIG_FILE, config), (SIDECAR_FILE, sidecar)):
+        path = folder / name
+        if not path.is_file():
+            continue
+        data = read_json(path)
+        current = (parse_dt_config(data, str(path)) if name == CONFIG_FILE
+                   else parse_sidecar(data, str(path), config))
+        have, want = asdict(embedded), asdict(current)
+        changed = [key for key in have if have[key] != want[key]]
+        if changed:
+            raise BundleError(f"{source}: was exported with other values than {path} now holds (keys {changed}); "
+                              f"re-export with `gptrl export {folder}`")
+

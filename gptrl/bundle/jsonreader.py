@@ -61,6 +61,14 @@ class JsonReader:
             raise self.error(f"key {self.key(name)} must be {_KIND_NAMES[kind]}, got {describe(value)}")
         return value
 
+    def flag(self, name: str, default: bool) -> bool:
+        """A boolean that may be missing (``default``) but not null: Python readers of the same file (transformers)
+        take null as false, so reading it as a ``default`` of true would run another model."""
+        if self.data.get(name, False) is None:
+            self.seen.add(name)
+            raise self.error(f"key {self.key(name)} must be true or false, got null")
+        return self.get(name, "bool", default)
+
     def positive(self, name: str, default: Any = _MISSING, *, limit: int | None = None) -> int:
         """A positive integer, at most ``limit``."""
         value = self.get(name, "int", default)

@@ -136,6 +136,14 @@ class PolicyMetadata:
     bos_cache_mode: str | None = None  # fixed in a stateful graph
 
 
+def check_io_convention(props: dict[str, str], source: str, *, stateful: bool) -> None:
+    """A stateful graph (either family) names its I/O convention in ``gptrl.io``; any other graph names none. A
+    runtime that drives the state by another convention would feed the wrong tensors, so a mismatch is refused."""
+    expected = STATEFUL_IO if stateful else None
+    if props.get(KEY_IO) != expected:
+        raise BundleError(f"{source}: metadata '{KEY_IO}' = {props.get(KEY_IO)!r}, expected {expected!r}")
+
+
 def read_metadata(props: dict[str, str], source: str) -> PolicyMetadata:
     """Validate the metadata map of an exported graph; ``source`` names the file in errors."""
     if props.get(KEY_FORMAT) != FORMAT:
@@ -149,9 +157,8 @@ def read_metadata(props: dict[str, str], source: str) -> PolicyMetadata:
     data = loads_json(props.get(KEY_CONFIG, ""), f"{source} metadata '{KEY_CONFIG}'")
     config = parse_config(data, f"{source} metadata '{KEY_CONFIG}'")
     kv = bos = None
+    check_io_convention(props, source, stateful=variant == "stateful")
     if variant == "stateful":
-        if props.get(KEY_IO) != STATEFUL_IO:
-            raise BundleError(f"{source}: metadata '{KEY_IO}' = {props.get(KEY_IO)!r}, expected {STATEFUL_IO!r}")
         try:
             kv = int(props.get(KEY_KV, ""))
         except ValueError:

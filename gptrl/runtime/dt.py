@@ -11,8 +11,8 @@ import onnxruntime as ort
 
 from gptrl.bundle.dt import DTConfig, DTSidecar, dt_state_spec
 from gptrl.contract import StepInfo
-from gptrl.dt_window import DTWindow, WindowPolicy, check_rewards, check_target
-from gptrl.rollout import MAX_NUM_ENVS, PolicyBase, check_batch, check_count, check_mask, check_outputs
+from gptrl.dt_window import DTWindow, WindowPolicy, check_dt_serving, check_rewards, check_target
+from gptrl.rollout import PolicyBase, check_batch, check_mask, check_outputs
 from gptrl.runtime.session import bind_array
 
 
@@ -22,7 +22,8 @@ class DTPolicy(WindowPolicy):
     def __init__(self, session: ort.InferenceSession, config: DTConfig, sidecar: DTSidecar, *, num_envs: int = 1):
         self.session, self.config, self.sidecar, self.env_id = session, config, sidecar, sidecar.env_id
         self.window = DTWindow(num_envs, config.state_dim, config.act_dim, sidecar.context_length,
-                               scale=sidecar.scale, state_mean=np.asarray(sidecar.state_mean, np.float32),
+                               heads=config.n_head, scale=sidecar.scale,
+                               state_mean=np.asarray(sidecar.state_mean, np.float32),
                                state_std=np.asarray(sidecar.state_std, np.float32), max_ep_len=config.max_ep_len,
                                default_target=sidecar.target_return)
         self.num_envs = self.window.num_envs
@@ -44,7 +45,7 @@ class StatefulDTPolicy(PolicyBase):
 
     def __init__(self, session: ort.InferenceSession, config: DTConfig, sidecar: DTSidecar, *, num_envs: int = 1):
         self.session, self.config, self.sidecar, self.env_id = session, config, sidecar, sidecar.env_id
-        B = self.num_envs = check_count("num_envs", num_envs, MAX_NUM_ENVS)  # before allocating
+        B = self.num_envs = check_dt_serving(num_envs, config.n_head, sidecar.context_length)  # before allocating
         self._inputs = {"obs": np.zeros((B, config.state_dim), np.float32), "reset": np.zeros(B, bool),
                         "reward": np.zeros(B, np.float32), "target_return": np.zeros(B, np.float32)}
         self._action = np.zeros((B, config.act_dim), np.float32)

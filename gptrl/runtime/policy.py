@@ -18,6 +18,7 @@ from gptrl.bundle.dt import (
     DT_FORMAT,
     DT_STATEFUL_FORMAT,
     KEY_WEIGHTS_FILE,
+    check_folder_agrees,
     dt_io_spec,
     dt_stateful_io_spec,
     read_dt_metadata,
@@ -153,6 +154,12 @@ def check_graph_io(session: ort.InferenceSession, metadata: PolicyMetadata, sour
     _check_io(session, want_in, want_out, source, f"variant {metadata.variant!r}")
 
 
+def _axis_ok(want: int | str, have: int | str | None) -> bool:
+    """An axis the spec names (``batch``, ``ring``) must be dynamic in the graph too (a graph fixing the batch to 1
+    would load and then fail at the first step with two envs); a numbered axis must have that size."""
+    return (have is None or isinstance(have, str)) if isinstance(want, str) else have == want
+
+
 def _check_io(session: ort.InferenceSession, want_in: list[TensorSpec], want_out: list[TensorSpec], source: str,
               what: str) -> None:
     for kind, want, have in (("input", want_in, session.get_inputs()), ("output", want_out, session.get_outputs())):
@@ -165,8 +172,7 @@ def _check_io(session: ort.InferenceSession, want_in: list[TensorSpec], want_out
         for spec in want:
             arg = got[spec.name]
             shape = arg.shape or []
-            fixed_ok = len(shape) == len(spec.shape) and all(
-                isinstance(w, str) or h == w for w, h in zip(spec.shape, shape))
+            fixed_ok = len(shape) == len(spec.shape) and all(_axis_ok(w, h) for w, h in zip(spec.shape, shape))
             if arg.type != _ORT_TYPES[spec.dtype] or not fixed_ok:
                 raise BundleError(f"{source}: {kind} '{spec.name}' is {arg.type} {shape}, but the metadata implies "
                                   f"{_ORT_TYPES[spec.dtype]} {list(spec.shape)}")
@@ -193,6 +199,8 @@ def _load_dt_policy(session: ort.InferenceSession, props: dict[str, str], onnx_p
     if Path(path).is_dir() and weights.is_file() and props.get("gptrl.weights_sha256") != sha256_file(weights):
         raise BundleError(f"{onnx_path}: was exported from other weights than {weights} (sha256 differs); "
                           f"re-export with `gptrl export {onnx_path.parent}`")
+    if Path(path).is_dir():
+        check_folder_agrees(onnx_path.parent, config, sidecar, str(onnx_path))
     return (StatefulDTPolicy if stateful else DTPolicy)(session, config, sidecar, num_envs=num_envs)
 
 

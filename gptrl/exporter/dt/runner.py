@@ -26,15 +26,15 @@ def dt_tensors(bundle: DTBundle) -> dict[str, np.ndarray]:
     else:
         from gptrl.exporter.legacy import load_tensor_dict
 
-        tensors = load_tensor_dict(bundle.weights_file)
-    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
-    check_tensors(tensors, required_dt_tensors(bundle.config), {}, bundle.weights_file)
-    return tensors
+        tensors = load_tensor_dict(bundle.weights_file, cast=False)
+    check_tensors(tensors, required_dt_tensors(bundle.config), {}, bundle.weights_file)  # float32, before any cast
+    return {k: np.ascontiguousarray(v) for k, v in tensors.items()}
 
 
 def model_from_dt_bundle(bundle: DTBundle, device: str | torch.device = "cpu") -> DecisionTransformer:
+    tensors = dt_tensors(bundle)  # checked before the model is allocated: the file bounds its size
     model = DecisionTransformer(bundle.config)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in dt_tensors(bundle).items()}, strict=True)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=True)
     return model.to(device).eval()
 
 
@@ -45,7 +45,7 @@ class DTRunner(WindowPolicy):
                  device: str | torch.device = "cpu"):
         c, side = bundle.config, bundle.sidecar
         self.model, self.bundle, self.device = model.to(device).eval(), bundle, torch.device(device)
-        self.window = DTWindow(num_envs, c.state_dim, c.act_dim, side.context_length, scale=side.scale,
+        self.window = DTWindow(num_envs, c.state_dim, c.act_dim, side.context_length, heads=c.n_head, scale=side.scale,
                                state_mean=bundle.state_mean, state_std=bundle.state_std, max_ep_len=c.max_ep_len,
                                default_target=side.target_return)
         self.num_envs, self.env_id = self.window.num_envs, side.env_id

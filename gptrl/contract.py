@@ -61,6 +61,15 @@ class Policy(Actor, Protocol):
                 deterministic: bool = True) -> tuple[np.ndarray, Any]: ...
 
 
+def conditioning(actor: Any, target_return: Any) -> bool:
+    """Whether ``actor`` is return-conditioned (a Decision Transformer: a target at reset, each step's reward). A
+    target for one that is not is refused rather than ignored: every command that takes a target uses this rule."""
+    conditioned = bool(getattr(actor, "return_conditioned", False))
+    if target_return is not None and not conditioned:
+        raise ValueError(f"{type(actor).__name__} is not return-conditioned: it takes no target_return")
+    return conditioned
+
+
 class _FieldMapping(Mapping[str, Any]):
     """Read-only mapping access to a dataclass's fields, so ``result["return_mean"]`` keeps working."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from gptrl.contract import Actor, EpisodeStats, EvalResult
+from gptrl.contract import Actor, EpisodeStats, EvalResult, conditioning
 
 # (random, expert) episode returns per env, derived from the reference's table.
 REFERENCE_RETURNS: dict[str, tuple[float, float]] = {
@@ -39,7 +39,7 @@ def summarize(returns: list[float], lengths: list[int]) -> EpisodeStats:
 
 def _conditioned(runner: Actor) -> bool:
     """Return-conditioned runners (Decision Transformers) take a target at reset and each step's reward."""
-    return bool(getattr(runner, "return_conditioned", False))
+    return conditioning(runner, None)
 
 
 def play_episode(env, runner: Actor, *, seed: int | None, max_steps: int | None,
@@ -48,8 +48,8 @@ def play_episode(env, runner: Actor, *, seed: int | None, max_steps: int | None,
 
     A return-conditioned runner is reset with ``target_return`` (None: its default) and given each reward.
     """
+    conditioned = conditioning(runner, target_return)
     obs, _ = env.reset(seed=seed)
-    conditioned = _conditioned(runner)
     runner.reset(obs, target_return=target_return) if conditioned else runner.reset(obs)
     total, steps, reward = 0.0, 0, None
     while max_steps is None or steps < max_steps:
@@ -103,8 +103,7 @@ def evaluate(
     ``target_return`` (env units) conditions a return-conditioned runner (a Decision Transformer; None: the bundle's
     default); the rewards are passed to it step by step. Other runners refuse a target.
     """
-    if target_return is not None and not _conditioned(runner):
-        raise ValueError(f"{type(runner).__name__} is not return-conditioned: it takes no target_return")
+    conditioning(runner, target_return)  # a target for a policy that takes none is refused
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty")

@@ -4,12 +4,16 @@ machine without a display) and written as an MP4 (imageio's ffmpeg) or a GIF, on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptrl.fileio import atomic_path
+from gptrl.bundle.files import POLICY_FILE, source_files
+from gptrl.contract import conditioning
+from gptrl.fileio import atomic_path, check_output
 
-SUFFIXES = (".mp4", ".gif")
+SUFFIXES = (".mp4", ".gif")  # either case: .MP4 is an MP4
+MAX_FPS = 1000.0
 
 
 @dataclass(frozen=True)
@@ -20,22 +24,38 @@ class Recording:
     length: int
 
 
+def _check_settings(out: Path, every: int, max_steps: int, fps: float | None, width: int, height: int) -> None:
+    """Everything about the recording that is wrong without looking at the bundle, refused before any work."""
+    if out.suffix.lower() not in SUFFIXES:
+        raise ValueError(f"{out}: the output must end in {' or '.join(SUFFIXES)}")
+    if every < 1 or max_steps < 1 or width < 16 or height < 16:
+        raise ValueError("every and max_steps must be >= 1, width and height >= 16")
+    if fps is not None and not (isinstance(fps, (int, float)) and not isinstance(fps, bool)
+                                and math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise ValueError(f"fps must be a number in (0, {MAX_FPS}], got {fps!r}")
+
+
+def _reads(bundle: Path) -> list[Path]:
+    """What recording ``bundle`` reads: a bare graph, or the folder's sources and its policy.onnx."""
+    return [*source_files(bundle), bundle / POLICY_FILE] if bundle.is_dir() else [bundle]
+
+
 def record_episode(bundle: str | Path, out: str | Path | None = None, *, seed: int = 0, backend: str = "onnx",
                    env_id: str | None = None, max_steps: int = 1000, every: int = 1, fps: float | None = None,
                    width: int = 480, height: int = 480, target_return: float | None = None,
                    progress: bool = True) -> Recording:
     """Play one episode (``seed``) and write every ``every``-th frame to ``out`` (default BUNDLE/episode.mp4).
 
-    ``fps`` defaults to the env's own frame rate divided by ``every``, so the video plays in real time.
+    ``fps`` defaults to the env's own frame rate divided by ``every``, so the video plays in real time. Every
+    setting, the output path and ``target_return`` are checked before the env starts or a progress bar opens.
     """
     import gymnasium as gym
     import imageio.v2 as imageio
 
     out = Path(out) if out is not None else Path(bundle) / "episode.mp4"
-    if out.suffix.lower() not in SUFFIXES:
-        raise ValueError(f"{out}: the output must end in {' or '.join(SUFFIXES)}")
-    if every < 1 or max_steps < 1 or width < 16 or height < 16:
-        raise ValueError("every and max_steps must be >= 1, width and height >= 16")
+    _check_settings(out, every, max_steps, fps, width, height)
+    reads = _reads(Path(bundle))
+    check_output(out, reads)
     if backend == "torch":
         from gptrl.exporter.load import load_runner
 
@@ -46,6 +66,7 @@ def record_episode(bundle: str | Path, out: str | Path | None = None, *, seed: i
         runner = load_policy(bundle, providers="cpu")
     else:
         raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
+    conditioned = conditioning(runner, target_return)
     env_id = env_id or getattr(runner, "env_id", None) or getattr(getattr(runner, "config", None), "env_id", None)
     if not env_id:
         raise ValueError(f"{bundle}: the bundle records no env_id; pass env_id")
@@ -54,16 +75,15 @@ def record_episode(bundle: str | Path, out: str | Path | None = None, *, seed: i
     except TypeError:  # envs without that option
         env = gym.make(env_id, render_mode="rgb_array", width=width, height=height)
     fps = fps or env.metadata.get("render_fps", 30) / every
-    conditioned = bool(getattr(runner, "return_conditioned", False))
-    steps = range(max_steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc=f"record {env_id}", unit="step")
     total, length, frames, reward = 0.0, 0, 0, None
-    with atomic_path(out) as tmp:
-        writer = imageio.get_writer(tmp, fps=fps) if tmp.suffix == ".mp4" else imageio.get_writer(
+    with atomic_path(out, reads=reads) as tmp:
+        writer = imageio.get_writer(tmp, fps=fps) if out.suffix.lower() == ".mp4" else imageio.get_writer(
             tmp, mode="I", duration=1000.0 / fps, loop=0)
+        steps = range(max_steps)
+        if progress:  # opened once the output is open: an error before it is one line of its own
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc=f"record {env_id}", unit="step")
         try:
             obs, _ = env.reset(seed=seed)
             runner.reset(obs, target_return=target_return) if conditioned else runner.reset(obs)

@@ -31,7 +31,7 @@ ALLOWED = {
     "gptrl.training": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.synthetic", "gptrl.bundle", "gptrl.contract",
                        "gptrl.rollout", "gptrl.dt_window", "gptrl.graph", "gptrl.runtime", "gptrl.evaluation",
                        "gptrl.exporter", "gptrl.record", "gptrl.cli"},
-    "gptrl.record": {"gptrl.fileio", "gptrl.runtime", "gptrl.exporter"},
+    "gptrl.record": {"gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.runtime", "gptrl.exporter"},
     "gptrl.cli": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.rollout",
                   "gptrl.dt_window", "gptrl.runtime", "gptrl.evaluation", "gptrl.exporter", "gptrl.record"},
 }

@@ -677,13 +677,22 @@ def test_dt_import_refuses_a_bad_file_list_in_one_line(tmp_path, dt_exported, ca
     assert "Traceback" not in err[0] and not (tmp_path / "out").exists()
 
 
-def test_a_dt_context_past_what_a_machine_can_serve_is_refused_at_load(tmp_path):
-    """K = 65,536 was within the old limit; its first step needed (3K)^2 bytes of mask alone (38.6 GB)."""
-    folder = _dt_bundle(tmp_path / "dt", context_length=65_536)
-    for load in (gptrl.load_runner, gptrl.export_onnx):
-        with pytest.raises(BundleError, match=r"gptrl_dt.json: key 'context_length' = 65536 exceeds gptrl's limit "
-                                              r"of 1024"):
-            load(folder)
+@pytest.mark.parametrize("edit, message", [
+    (_set("gptrl_dt.json", "context_length", 65_536),  # within the old limit: (3K)^2 bytes of mask alone, 38.6 GB
+     r"gptrl_dt.json: key 'context_length' = 65536 exceeds gptrl's limit of 1024"),
+    (_set("gptrl_dt.json", "context_length", 1025), "key 'context_length' = 1025 exceeds gptrl's limit of 1024"),
+    (lambda f: (_set("config.json", "max_ep_len", 1 << 20)(f), _set("config.json", "hidden_size", 4096)(f)),
+     r"config.json: the config describes [\d,]+ parameters, past gptrl's limit of 2,147,483,648"),
+])
+@pytest.mark.parametrize("entry", ["load_runner", "export_onnx"])
+def test_dt_sizes_a_machine_cannot_serve_are_refused_from_the_files(tmp_path, monkeypatch, edit, message, entry):
+    from gptrl.exporter.dt import runner
+
+    folder = _dt_bundle(tmp_path / "dt")
+    edit(folder)
+    monkeypatch.setattr(runner, "DecisionTransformer", lambda config: pytest.fail("a model was allocated"))
+    with pytest.raises(BundleError, match=message):
+        getattr(gptrl, entry)(folder)
 
 
 @pytest.mark.parametrize("kind", ["torch", "window", "stateful"])

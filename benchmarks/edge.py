@@ -13,7 +13,6 @@ benchmarks/edge.json and edge.md.
 from __future__ import annotations
 
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from latency import matmul_seconds, random_bundle
+from latency import matmul_seconds, random_bundle, run_provenance
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -118,11 +117,12 @@ def main() -> None:
         cfg["env_id"] = "HalfCheetah-v5"  # the quantization check needs an env of this state/action size
         (random_d256 / "config.json").write_text(json.dumps(cfg))
         rows += bench_bundle("d256", random_d256, tmp)
-    (HERE / "edge.json").write_text(json.dumps(rows, indent=1) + "\n")
+    from gptrl.provenance import summary
+
+    record = run_provenance()
+    (HERE / "edge.json").write_text(json.dumps({"provenance": record, "results": rows}, indent=1) + "\n")
     table = markdown(rows)
-    machine = platform.processor() or platform.machine()
-    (HERE / "edge.md").write_text(f"Measured by `make bench-edge` on {machine}, Python {platform.python_version()}.\n\n"
-                                  + table + "\n")
+    (HERE / "edge.md").write_text(f"Measured by `make bench-edge` on: {summary(record)}.\n\n" + table + "\n")
     print(table)
 
 

@@ -223,6 +223,16 @@ def markdown(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
+def run_provenance() -> dict:
+    """What produced a benchmark: the record of a policy loaded the way the benchmarks load theirs (CPU, one
+    onnxruntime intra-op thread; torch is imported, so its version and threads are in it too)."""
+    from gptrl.provenance import provenance
+    from gptrl.runtime import load_policy
+
+    return provenance(load_policy(Path(__file__).parents[1] / "bundles" / "hopper-v5", providers="cpu"))
+
+
 def save(results: list[Result], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    record = {"provenance": run_provenance(), "results": [asdict(r) for r in results]}
+    path.write_text(json.dumps(record, indent=2) + "\n")

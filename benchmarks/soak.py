@@ -43,10 +43,12 @@ def save(out: Path, result: dict) -> None:
 
 def soak(onnx_path: Path, batch: int, steps: int, out: Path, every: int = 100_000, warmup: int = 1000,
          seed: int = 0) -> dict:
+    from gptrl.provenance import provenance
     from gptrl.runtime import load_policy
     from gptrl.synthetic import ClosedLoopEnv
 
     policy = load_policy(onnx_path, num_envs=batch, providers="cpu")
+    record = provenance(policy)
     env = ClosedLoopEnv(STATE_DIM, ACTION_DIM, batch, seed=seed)
     rng = np.random.default_rng(seed)
     obs = env.reset()
@@ -59,7 +61,7 @@ def soak(onnx_path: Path, batch: int, steps: int, out: Path, every: int = 100_00
     def result(done: int) -> dict:
         return {"batch": batch, "steps": steps, "steps_done": done, "rss_start_mib": samples[0][1],
                 "rss_end_mib": samples[-1][1], "rss_max_mib": max(s[1] for s in samples), "samples": samples,
-                "ms_per_step": (time.perf_counter() - started) / max(done, 1) * 1e3}
+                "ms_per_step": (time.perf_counter() - started) / max(done, 1) * 1e3, "provenance": record}
 
     for t in range(1, steps + 1):
         obs = env.step(policy.act(obs))

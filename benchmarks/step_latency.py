@@ -10,7 +10,6 @@ One torch thread and one onnxruntime intra-op thread throughout.
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import latency as bench  # benchmarks/latency.py, beside this file
@@ -25,7 +24,8 @@ if __name__ == "__main__":
     results = bench.run(steps=args.steps, max_seconds_per_case=args.max_seconds)
     bench.save(results, HERE / "results.json")
     table = bench.markdown(results)
-    machine = platform.processor() or platform.machine()
-    header = f"Measured by `make bench` on {machine}, {platform.python_version()}.\n\n"
+    from gptrl.provenance import summary
+
+    header = f"Measured by `make bench` on: {summary(bench.run_provenance())}.\n\n"
     (HERE / "results.md").write_text(header + table + "\n")
     print(table)

@@ -178,6 +178,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                       progress=not args.json, target_return=args.target_return)
     stats = {"env_id": env_id, "backend": args.backend, "seeds": [seeds.start, seeds.stop - 1], **result.to_dict()}
     if args.json:
+        from gptrl.provenance import provenance
+
+        stats["provenance"] = provenance(runner)
         print(json.dumps(stats, indent=2))
         return 0
     score = stats["normalized_score"]

@@ -18,6 +18,7 @@ ALLOWED = {
     "gptrl.errors": set(),
     "gptrl.fileio": {"gptrl.errors"},
     "gptrl.synthetic": set(),
+    "gptrl.provenance": {"gptrl"},
     "gptrl.bundle": {"gptrl", "gptrl.errors", "gptrl.fileio"},
     "gptrl.contract": {"gptrl.bundle"},
     "gptrl.rollout": {"gptrl.errors", "gptrl.bundle", "gptrl.contract"},
@@ -30,10 +31,11 @@ ALLOWED = {
                        "gptrl.rollout", "gptrl.dt_window", "gptrl.graph", "gptrl.runtime", "gptrl.evaluation"},
     "gptrl.training": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.synthetic", "gptrl.bundle", "gptrl.contract",
                        "gptrl.rollout", "gptrl.dt_window", "gptrl.graph", "gptrl.runtime", "gptrl.evaluation",
-                       "gptrl.exporter", "gptrl.record", "gptrl.cli"},
+                       "gptrl.exporter", "gptrl.record", "gptrl.cli", "gptrl.provenance"},
     "gptrl.record": {"gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.runtime", "gptrl.exporter"},
     "gptrl.cli": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.rollout",
-                  "gptrl.dt_window", "gptrl.runtime", "gptrl.evaluation", "gptrl.exporter", "gptrl.record"},
+                  "gptrl.dt_window", "gptrl.runtime", "gptrl.evaluation", "gptrl.exporter", "gptrl.record",
+                  "gptrl.provenance"},
 }
 # Third-party packages that only some components may import.
 RESTRICTED = {

@@ -11,6 +11,7 @@ Minari datasets the run trained on, the training section from the run's ``histor
 from __future__ import annotations
 
 import argparse
+import re
 from itertools import pairwise
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import numpy as np
 
 from gptrl.bundle.dt import load_dt_bundle
 from gptrl.fileio import read_json, write_json, write_text
-from gptrl.training.model_card import measure, results_row
+from gptrl.provenance import differences, summary
+from gptrl.training.model_card import measure, provenance_line, replace_results_row, results_row, with_provenance
 
 # Within this fraction of the expert data's mean return at the top target: the goal the card reports against.
 GOAL_FRACTION = 0.10
@@ -64,6 +66,49 @@ def conditioning_verdict(rows: list[dict], expert_mean: float) -> list[str]:
         f"{'within' if close else '**not within**'} {GOAL_FRACTION:.0%} of the expert data's mean "
         f"({expert_mean:.1f}; the goal is >= {(1 - GOAL_FRACTION) * expert_mean:.1f}).",
     ]
+
+
+def conditioning_provenance(rows: list[dict], result: dict) -> str:
+    """Whether the sweep ran on the setup of the default-target measurement (a mix would make rows incomparable)."""
+    others = [r for r in rows if differences(r.get("provenance"), result.get("provenance") or {})]
+    if not others:
+        return "Every row was measured on the setup named under Results."
+    return "; ".join(f"target {r['target']:.0f} measured on: {summary(r.get('provenance'))}" for r in others) + "."
+
+
+_ROW = r"\| {target:.0f} \|[^\n]*\n"
+_VERDICT_LINES = re.compile(r"- Achieved return rises with the target[^\n]*\n- At the top target[^\n]*\n")
+_EXPERT_MEAN = re.compile(r"of the expert data's mean \(([0-9.]+);")
+_SWEEP_SAME = re.compile(r"^(Every row was measured on the setup named under Results\."
+                         r"|target [0-9]+ measured on: .*)\n", re.M)
+
+
+def refresh(bundle_dir: Path, episodes: int = 50) -> tuple[dict, list[dict]]:
+    """Re-measure eval.json and conditioning.json (the same targets) and update their numbers, the verdict and the
+    provenance in the card. Needs neither the training run nor the datasets; the plots are left as they are."""
+    card = (bundle_dir / "README.md").read_text()
+    expert_mean = _EXPERT_MEAN.search(card)
+    if expert_mean is None or not _VERDICT_LINES.search(card):
+        raise ValueError(f"{bundle_dir / 'README.md'}: no conditioning verdict to refresh; render it with "
+                         "`make dt-card`")
+    result = {**measure(bundle_dir, episodes), "target_return": load_dt_bundle(bundle_dir).sidecar.target_return}
+    rows = []
+    for old in read_json(bundle_dir / "conditioning.json"):
+        rows.append({"target": old["target"], **measure(bundle_dir, episodes, target_return=old["target"])})
+        print(f"target {old['target']:.0f}: {rows[-1]['return_mean']:.1f} +- {rows[-1]['return_std']:.1f}", flush=True)
+    card = with_provenance(replace_results_row(card, result), result)
+    for r in rows:
+        card = re.sub(_ROW.format(target=r["target"]), lambda _, r=r: f"| {r['target']:.0f} " + results_row(r) + "\n",
+                      card, count=1)
+    verdict = "\n".join(conditioning_verdict(rows, float(expert_mean[1]))) + "\n"
+    card = _VERDICT_LINES.sub(lambda _: verdict, card, count=1)
+    sweep = conditioning_provenance(rows, result) + "\n"
+    card = _SWEEP_SAME.sub(lambda _: sweep, card, count=1) if _SWEEP_SAME.search(card) else card.replace(
+        verdict, sweep + "\n" + verdict, 1)
+    write_json(bundle_dir / "eval.json", result)
+    write_json(bundle_dir / "conditioning.json", rows)
+    write_text(bundle_dir / "README.md", card)
+    return result, rows
 
 
 def middle_note(data: dict[str, dict]) -> list[str]:
@@ -120,6 +165,7 @@ def render(env_id: str, bundle_dir: Path, result: dict, rows: list[dict], data: 
         "|---|---|---|---|",
         results_row(result),
         "",
+        provenance_line(result),
         "Per-episode returns are in `eval.json`.",
         "",
         "## Return conditioning",
@@ -133,6 +179,8 @@ def render(env_id: str, bundle_dir: Path, result: dict, rows: list[dict], data: 
         "min / max return |",
         "|---:|---|---|---|---|",
         *[f"| {r['target']:.0f} " + results_row(r) for r in rows],
+        "",
+        conditioning_provenance(rows, result),
         "",
         *conditioning_verdict(rows, data[expert_id]["return_mean"]),
         "",
@@ -230,12 +278,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--targets", type=float, nargs="+",
                    help="targets of the conditioning sweep (default: 6 evenly spanning the data's returns)")
     p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--refresh", action="store_true",
+                   help="only re-measure eval.json and conditioning.json and update the card's numbers (the default "
+                        "when the training run's history.json is absent)")
     p.add_argument("--reuse", action="store_true",
                    help="no new evaluation: render the card and plots from the folder's eval.json and "
                         "conditioning.json")
     a = p.parse_args(argv)
     bundle_dir = dt_bundle_dir(a.env_id)
-    history = read_json((a.run or Path("runs/dt") / a.env_id) / "history.json")
+    history_path = (a.run or Path("runs/dt") / a.env_id) / "history.json"
+    if a.refresh or not history_path.is_file():
+        if not a.refresh:
+            print(f"{a.env_id}: no training run at {history_path}, so only the card's numbers and provenance are "
+                  "re-measured (--refresh)", flush=True)
+        result, _ = refresh(bundle_dir, a.episodes)
+        print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} -> {bundle_dir}/README.md")
+        return
+    history = read_json(history_path)
     use_datasets_path(a.datasets_path)
     data = data_stats(history["config"]["datasets"])
     all_returns = np.array([v for d in data.values() for v in (d["return_min"], d["return_max"])])

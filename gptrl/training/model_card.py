@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gptrl.bundle import load_bundle
 from gptrl.fileio import read_json, sha256_file, write_json, write_text
+from gptrl.provenance import summary
 from gptrl.training.recipes import get_recipe
 
 # The returns the reference project publishes for its bundles (50 episodes, seeds 0..49, max 1000 steps).
@@ -78,6 +79,7 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
         "|---|---|---|---|",
         results_row(result),
         "",
+        provenance_line(result),
         verdict(env_id, result),
         "Normalised score = 100 (return - random) / (expert - random) with gptrl's references "
         "(`gptrl.evaluation.REFERENCE_RETURNS`). Per-episode returns are in `eval.json`.",
@@ -139,6 +141,25 @@ def render(env_id: str, bundle_dir: Path, result: dict, teachers: dict, history:
 
 _RESULTS_ROW = re.compile(r"(\| return \(mean \+- std\) \|[^\n]*\n\|[-|]*\|\n)\|[^\n]*\|\n")
 _VERDICT = re.compile(r"The mean is (above|\*\*below\*\*) the reference project's published [0-9.]+\.")
+_PROVENANCE = re.compile(r"^Measured on: [^\n]*\n", re.M)
+
+
+def replace_results_row(card: str, result: dict) -> str:
+    """``card`` with the row of its first results table replaced by ``result``'s."""
+    return _RESULTS_ROW.sub(lambda m: m.group(1) + results_row(result) + "\n", card, count=1)
+
+
+def provenance_line(result: dict) -> str:
+    """The card's one line saying what produced its numbers (versions, provider, CPU and ISA, threads)."""
+    return f"Measured on: {summary(result.get('provenance'))}."
+
+
+def with_provenance(card: str, result: dict) -> str:
+    """``card`` with its provenance line replaced, or added right after the first results table."""
+    line = provenance_line(result) + "\n"
+    if _PROVENANCE.search(card):
+        return _PROVENANCE.sub(lambda _: line, card, count=1)
+    return _RESULTS_ROW.sub(lambda m: m.group(0) + "\n" + line, card, count=1).replace(line + "\n", line, 1)
 
 
 def results_row(result: dict) -> str:
@@ -161,8 +182,8 @@ def refresh(env_id: str, bundle_dir: Path, num_envs: int = 1) -> dict:
     if not _RESULTS_ROW.search(card):
         raise ValueError(f"{bundle_dir / 'README.md'}: no results table to refresh; render the card with `make card`")
     result = measure(bundle_dir, num_envs=num_envs)
-    card = _RESULTS_ROW.sub(lambda m: m.group(1) + results_row(result) + "\n", card, count=1)
-    card = _VERDICT.sub(verdict(env_id, result), card, count=1)
+    card = replace_results_row(card, result)
+    card = with_provenance(_VERDICT.sub(verdict(env_id, result), card, count=1), result)
     write_json(bundle_dir / "eval.json", result)
     write_text(bundle_dir / "README.md", card)
     return result
@@ -252,6 +273,10 @@ def main(argv: list[str] | None = None) -> None:
         write_text(bundle_dir / "README.md", card)
         print(f"{a.env_id}: media -> {bundle_dir}")
         return
+    if not a.refresh and not (run_dir / "history.json").is_file():
+        print(f"{a.env_id}: no training run at {run_dir} (history.json), so only the card's numbers and provenance "
+              "are re-measured (--refresh)", flush=True)
+        a.refresh = True
     if a.refresh:
         result = refresh(a.env_id, bundle_dir, a.num_envs)
         print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} -> {bundle_dir}/README.md")

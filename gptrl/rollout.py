@@ -370,14 +370,17 @@ class CachedPolicy(PolicyBase):
         self.state.end_step(step, actions)
         return step.shape_out(actions), {"value": step.shape_out(value), "termination_prob": step.shape_out(term)}
 
-    def observe(self, obs: Any, action: Any) -> None:
+    def observe(self, obs: Any, action: Any) -> np.ndarray:
         """Advance like ``act(obs)``, but record ``action`` as the one taken instead of the policy's.
 
         Use it when something else chose the action (exploration, a safety override, a
-        teacher): the cache then holds what really happened.
+        teacher): the cache then holds what really happened. Returns the policy's own action (what ``act``
+        would have returned), so a teacher-forced replay can compare it step by step.
         """
         step = self.state.begin_step(obs)
         taken = self.state.check_actions(action, step)
         actions, value, term = self._forward(step)
         self.state.check_outputs(actions, value, term)
+        own = np.array(step.shape_out(actions), copy=True)
         self.state.end_step(step, taken)
+        return own

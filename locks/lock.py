@@ -18,8 +18,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = ROOT / "locks"
@@ -77,7 +78,8 @@ def compile_profile(uv: list[str], name: str, upgrade: bool) -> None:
         constraints += pins(LOCKS / f"{agree_with}.txt", skip={"torch", "onnxruntime", "onnxruntime-gpu"})
     cmd = [*uv, "pip", "compile", "pyproject.toml", *[a for e in extras for a in ("--extra", e)],
            "--generate-hashes", *TARGET, "--constraint", f"{name}-pins.txt", "--output-file", str(out), "--quiet",
-           "--custom-compile-command", "make lock", *torch_sources(torch_pin or ""), *(["--upgrade"] if upgrade else [])]
+           "--custom-compile-command", "make lock", *torch_sources(torch_pin or ""),
+           *(["--upgrade"] if upgrade else [])]
     run_in_scratch(cmd, {f"{name}-pins.txt": constraints, "pyproject.toml": None})
     add_digest(out)
 

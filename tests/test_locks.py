@@ -4,11 +4,11 @@ refreshed (``make lock``) after pyproject's dependencies last changed."""
 
 import importlib.util
 import re
-import tomllib
 from itertools import combinations
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version

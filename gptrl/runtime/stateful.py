@@ -126,10 +126,12 @@ class StatefulPolicy(PolicyBase):
         info: StepInfo = {"value": pick(out["value"]), "termination_prob": None if term is None else pick(term)}
         return pick(out["action"]), info
 
-    def observe(self, obs: Any, action: Any) -> None:
-        """Advance like ``act(obs)`` but record ``action`` as the one taken (it is what the next token carries)."""
+    def observe(self, obs: Any, action: Any) -> np.ndarray:
+        """Advance like ``act(obs)`` but record ``action`` as the one taken (it is what the next token carries);
+        returns the policy's own action, as ``act`` would."""
         taken, single = check_batch(action, self.num_envs, self.config.action_dim, "action")
         if single != (np.ndim(obs) == 1):
             raise ValueError(f"action has shape {np.shape(action)}, but the observation has shape {np.shape(obs)}")
-        self._step(obs)
+        single, out = self._step(obs)
         self._states[self._current]["prev_action"][:] = taken
+        return out["action"][0].copy() if single else out["action"].copy()

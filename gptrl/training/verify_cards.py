@@ -103,7 +103,8 @@ def report(checks: list[Check]) -> str:
         verdict = ("this machine matches the card's provenance." if not setup else
                    "this machine differs from the card's provenance: " + "; ".join(setup) + ".")
         lines += [f"**{name}**: {verdict}", "",
-                  "| measurement | seeds equal | card mean | here mean | max abs diff | differing seeds (card -> here) |",
+                  "| measurement | seeds equal | card mean | here mean | max abs diff | differing seeds (card -> here) "
+                  "|",
                   "|---|---|---|---|---|---|"]
         for c in mine:
             diff = max(abs(a - b) for a, b in zip(c.card["returns"], c.here["returns"]))

@@ -541,6 +541,18 @@ def _int32(name: str):
     return lambda folder: _edit_weights(folder, lambda t: t.update({name: t[name].astype(np.int32)}))
 
 
+def _int32_pickle(name: str):
+    """The older checkpoint layout (pytorch_model.bin), one tensor int32: a torch pickle is not cast either."""
+    def edit(folder: Path):
+        import torch
+
+        tensors = {k: torch.from_numpy(v) for k, v in load_file(str(folder / "model.safetensors")).items()}
+        tensors[name] = tensors[name].to(torch.int32)
+        torch.save(tensors, folder / "pytorch_model.bin")
+        (folder / "model.safetensors").unlink()
+    return edit
+
+
 @pytest.mark.parametrize("edit, message", [
     (_set("gptrl_dt.json", "format", "gptrl-decision-transformer/2"),
      r"gptrl_dt.json: key 'format' = 'gptrl-decision-transformer/2': this gptrl reads "
@@ -550,6 +562,7 @@ def _int32(name: str):
     (_set("config.json", "add_cross_attention", None), "key 'add_cross_attention' must be true or false, got null"),
     (_int32("embed_return.bias"), r"model.safetensors: tensor 'embed_return.bias' has dtype int32, expected float32"),
     (_int32("encoder.h.0.attn.c_attn.weight"), "tensor 'encoder.h.0.attn.c_attn.weight' has dtype int32"),
+    (_int32_pickle("embed_return.bias"), r"pytorch_model.bin: tensor 'embed_return.bias' has dtype int32"),
 ])
 @pytest.mark.parametrize("entry", ["load_runner", "export_onnx"])
 def test_dt_bundle_files_that_would_load_as_another_model_are_refused(tmp_path, dt_exported, edit, message, entry):

@@ -21,6 +21,8 @@ PACKAGES = ("numpy", "onnxruntime", "onnxruntime-gpu", "gymnasium", "mujoco")
 # The vector extensions that decide which kernels run, widest last.
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
              "amx_tile")
+# What decides a number, for the "+dirty" mark on the commit.
+CODE_PATHS = ("gptrl", "locks", "pyproject.toml")
 # What must agree for two machines to give the same closed-loop numbers.
 MATCH_KEYS = ("packages", "provider", "cpu.model", "cpu.vector_isa")
 
@@ -40,15 +42,16 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
 
 
 def git_commit(path: Path = Path(__file__).parent) -> str | None:
-    """The commit of the checkout gptrl runs from (with "+dirty" for uncommitted changes), None outside git."""
+    """The commit of the checkout gptrl runs from, None outside git; "+dirty" where the code or the locks have
+    uncommitted changes (not the bundles: a model card run rewrites its own eval.json and README)."""
     try:
         head = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=path, capture_output=True,
                               text=True, timeout=10)
         lines = head.stdout.split()
         if head.returncode != 0 or Path(lines[0]).resolve() != path.resolve().parent:
             return None  # not a gptrl checkout (an installed copy inside some other repository, say)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
-                               capture_output=True, text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=lines[0], capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return lines[1] + ("+dirty" if dirty else "")

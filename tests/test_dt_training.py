@@ -42,10 +42,23 @@ def test_a_short_run_resumes_and_publishes_a_loadable_bundle(tmp_path):
     state = train("Hopper-v5", tmp_path / "run", _episodes(), cfg, progress=False)
     assert [r["step"] for r in state["history"]] == [3, 6, 9]
     best = tmp_path / "run" / "best"
-    assert transformers.DecisionTransformerModel.from_pretrained(best) is not None
+    # transformers loads the published folder as the model gptrl trained: the post's loop acts as gptrl's runner.
+    from dt_blog import BlogLoop
+
+    from gptrl.bundle.dt import load_dt_bundle
+
+    hf = transformers.DecisionTransformerModel.from_pretrained(best).eval()
+    assert (hf.config.hidden_size, hf.config.n_layer, hf.config.state_dim, hf.config.act_dim) == (16, 1, 11, 3)
+    side = load_dt_bundle(best).sidecar
+    blog = BlogLoop(hf, np.array(side.state_mean, np.float32), np.array(side.state_std, np.float32), side.scale,
+                    side.target_return, side.context_length)
     runner = gptrl.load_runner(best)
-    runner.reset(np.zeros(11, np.float32))
-    assert runner.act(np.zeros(11, np.float32)).shape == (3,)
+    rng = np.random.default_rng(3)
+    states = rng.normal(size=(8, 11)).astype(np.float32)
+    runner.reset(states[0])
+    for t, state in enumerate(states):  # past the K = 5 window
+        reward = None if t == 0 else float(t % 3)
+        np.testing.assert_allclose(runner.act(state, reward=reward), blog.act(state, reward), atol=1e-5)
     cfg.hidden = 32
     with pytest.raises(FileExistsError, match="other settings"):
         train("Hopper-v5", tmp_path / "run", _episodes(), cfg, progress=False)

@@ -105,7 +105,11 @@ def test_the_all_zeros_state_is_a_fresh_policy(stateful):
              for i in session.get_inputs() if i.name.startswith("state_in.")}
     obs = np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32)
     first = dict(zip(names, session.run(None, {"obs": obs, "reset": np.array([True, False]), **zeros})))
-    np.testing.assert_array_equal(first["action"][0], first["action"][1] * 0 + first["action"][0])
+    for row in range(2):  # each row, reset flag or not, acts as a fresh one-env policy on its observation
+        fresh = load_policy(stateful["llama-hopper-single"])
+        fresh.reset(obs[row])
+        np.testing.assert_allclose(first["action"][row], fresh.act(obs[row]), atol=1e-6)
+    assert not np.allclose(first["action"][0], first["action"][1])  # and the rows' observations do matter
     again = dict(zip(names, session.run(None, {"obs": obs[::-1].copy(), "reset": np.array([False, True]), **zeros})))
     np.testing.assert_allclose(again["action"][::-1], first["action"], atol=1e-6)
     policy = load_policy(stateful["llama-hopper-single"], num_envs=2)

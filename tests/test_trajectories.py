@@ -5,11 +5,11 @@ x86-64 CPU; the closed-loop reproduction of a card's 50 episodes, which does not
 from pathlib import Path
 
 import pytest
-from trajectory import load, names, worst_error
 
 import gptrl
 from gptrl.fileio import sha256_file
 from gptrl.runtime import load_policy
+from trajectory import load, names, worst_error
 
 ROOT = Path(__file__).parents[1] / "bundles"
 CARDED = sorted(p.name for p in ROOT.iterdir() if (p / "eval.json").is_file())

@@ -71,3 +71,27 @@ def worst_error(policy, traj: Trajectory, episodes: list[int]) -> float:
     steps = got.shape[0]
     expected = traj.actions[rows[0], :steps] if got.ndim == 2 else traj.actions[rows, :steps].swapaxes(0, 1)
     return float(np.abs(got - expected).max())
+
+
+def synthetic(state_dim: int, action_dim: int, episodes: int, steps: int, seed: int = 0,
+              targets: list[float] | None = None) -> Trajectory:
+    """Fixed made-up inputs for policies without a recorded trajectory (random-weight test bundles): observations,
+    rewards and actions drawn once from ``seed``; the actions are what teacher forcing feeds back."""
+    rng = np.random.default_rng(seed)
+    rewards = rng.uniform(0.0, 3.0, size=(episodes, steps))
+    rewards[:, 0] = np.nan
+    return Trajectory("synthetic", {"targets": targets or [None] * episodes},
+                      rng.normal(size=(episodes, steps, state_dim)).astype(np.float32), rewards,
+                      rng.uniform(-0.9, 0.9, size=(episodes, steps, action_dim)).astype(np.float32),
+                      np.full(episodes, steps))
+
+
+def same_actions(a, b, traj: Trajectory, episodes: list[int]) -> float:
+    """Largest |difference| between two policies' actions on the same fixed inputs (each played as given: a
+    one-env policy episode by episode, a batched one with the episodes as rows)."""
+    def actions(policy) -> np.ndarray:
+        if getattr(policy, "num_envs", 1) == 1 and len(episodes) > 1:
+            return np.stack([play(policy, traj, [e]) for e in episodes], axis=1)
+        return play(policy, traj, episodes)
+
+    return float(np.abs(actions(a) - actions(b)).max())

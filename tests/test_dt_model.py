@@ -114,7 +114,6 @@ def dt_bundle(tmp_path):
 
 def test_one_loop_drives_both_families_with_targets(dt_bundle):
     import gptrl
-
     from trajectory import play, same_actions, synthetic
 
     runner = gptrl.load_runner(dt_bundle)

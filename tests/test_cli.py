@@ -5,8 +5,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from conftest import FIXTURES
 
 GPT2 = FIXTURES / "gpt2-hopper-single" / "bundle"
@@ -54,8 +52,14 @@ def test_export_then_eval_on_both_backends(tmp_path):
         runs[" ".join(args)] = json.loads(result.stdout)
     first = runs["--backend onnx"]
     assert first["env_id"] == "Hopper-v5" and first["num_episodes"] == 4 and first["seeds"] == [3, 6]
-    for other in runs.values():
-        assert other["returns"] == pytest.approx(first["returns"], rel=1e-5)
+    # One ONNX session batched or not: the same numbers bit for bit (same machine, same kernels).
+    assert runs["--num-envs 2"]["returns"] == first["returns"]
+    # The torch backend measures the same episodes; its closed-loop returns may round apart from ONNX's (the
+    # per-step agreement is tests/test_trajectories.py), so here it must only say what ran it.
+    torch_run = runs["--backend torch"]
+    assert torch_run["backend"] == "torch" and torch_run["seeds"] == [3, 6] and len(torch_run["returns"]) == 4
+    assert "torch" in torch_run["provenance"]["packages"] and "torch" not in first["provenance"]["packages"]
+    assert torch_run["provenance"]["provider"] is None and first["provenance"]["provider"] == "CPUExecutionProvider"
     text = _gptrl("eval", str(tmp_path / "portable.onnx"), "--episodes", "2")
     assert text.returncode == 0, text.stderr
     assert "Hopper-v5 (onnx, 2 episodes, seeds 0..1" in text.stdout and "normalised score" in text.stdout

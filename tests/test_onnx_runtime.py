@@ -189,16 +189,23 @@ def test_sb3_predict_drives_evaluate_policy(exported):
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])
 def test_batched_evaluate_reproduces_the_one_env_loop(exported, backend):
-    """num_envs=3 over 7 seeds: each seed's return equals the one-env loop's (episodes cross the context)."""
+    """num_envs=3 over 7 seeds (episodes cross the context): on one ONNX session each seed's return is the one-env
+    loop's bit for bit. torch's batched matrix products round differently from its one-row ones, so for torch the
+    rows are compared with one-env runners step by step on fixed inputs instead of through a closed loop."""
     def make(n):
         if backend == "torch":
-            return gptrl.load_runner(HOPPER, num_envs=n)
+            return gptrl.load_runner(HOPPER, num_envs=n, positions="per_row")
         return load_policy(exported["llama-hopper-single", "attention"], num_envs=n)
 
     kwargs = dict(seeds=range(7), max_steps=30, env_kwargs={"terminate_when_unhealthy": False})
     one = gptrl.evaluate("Hopper-v5", make(1), **kwargs)
     three = gptrl.evaluate("Hopper-v5", make(3), num_envs=3, **kwargs)
-    np.testing.assert_allclose(three["returns"], one["returns"], rtol=1e-5)
     assert three["lengths"] == one["lengths"] == [30] * 7
+    if backend == "onnx":
+        assert three["returns"] == one["returns"]
+    else:
+        from trajectory import same_actions, synthetic
+
+        assert same_actions(make(1), make(3), synthetic(11, 3, 3, 30), [0, 1, 2]) < 1e-5
     with pytest.raises(ValueError, match="num_envs=3"):
         gptrl.evaluate("Hopper-v5", make(3), **kwargs)

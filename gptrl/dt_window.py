@@ -90,6 +90,11 @@ def check_rewards(reward: Any, num_envs: int, running: np.ndarray) -> np.ndarray
     return rewards
 
 
+# What a step changes in a DTWindow (begin_step slides the window before the model runs).
+_STEP_STATE = ("states", "actions", "returns_to_go", "timesteps", "mask", "started", "fresh", "await_obs",
+               "pending_target", "steps")
+
+
 class DTWindow:
     def __init__(self, num_envs: int, state_dim: int, act_dim: int, context: int, *, heads: int, scale: float,
                  state_mean: np.ndarray, state_std: np.ndarray, max_ep_len: int, default_target: float | None):
@@ -160,6 +165,15 @@ class DTWindow:
             self.mask[running, -1] = 1.0
         return obs32, single
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Copies of everything a step changes: a step that fails (a refused input, a non-finite output) is then
+        undone with :meth:`restore`, so the window is as if it had never been tried."""
+        return {name: getattr(self, name).copy() for name in _STEP_STATE}
+
+    def restore(self, saved: dict[str, np.ndarray]) -> None:
+        for name, value in saved.items():
+            getattr(self, name)[...] = value
+
     def end_step(self, actions: np.ndarray) -> None:
         """Record the actions given for this step in its action slot."""
         self.actions[:, -1] = actions
@@ -190,12 +204,20 @@ class WindowPolicy(PolicyBase):
         self.window.reset_rows(done_mask, target_return)
 
     def act_with_info(self, obs: Any, reward: Any = None) -> tuple[np.ndarray, StepInfo]:
-        """The action for this step; info["value"] is the return still to go (env units) the action aims for."""
-        _, single = self.window.begin_step(obs, reward)
-        actions = self._forward()
+        """The action for this step; info["value"] is the return still to go (env units) the action aims for.
+
+        A refused input or a NaN or infinite output raises and the step is not taken: the window is restored.
+        """
         w = self.window
-        to_go = (w.returns_to_go[:, -1, 0] * w.scale).astype(np.float32)
-        check_outputs(actions, to_go, None, w.steps)
+        saved = w.snapshot()
+        try:
+            _, single = w.begin_step(obs, reward)
+            actions = self._forward()
+            to_go = (w.returns_to_go[:, -1, 0] * w.scale).astype(np.float32)
+            check_outputs(actions, to_go, None, w.steps)
+        except BaseException:
+            w.restore(saved)
+            raise
         w.end_step(actions)
         pick = (lambda a: a[0]) if single else (lambda a: a)
         return pick(actions), {"value": pick(to_go), "termination_prob": None}

@@ -254,3 +254,31 @@ def test_load_policy_runs_the_stateful_graph_like_the_window_graph(dt_bundle, tm
         one.act(np.zeros(11, np.float32))
     with pytest.raises(ValueError, match="target_return must be a number"):
         one.reset(np.zeros(11, np.float32), target_return="high")
+
+
+@pytest.mark.parametrize("family", ["onnx", "torch"])
+def test_a_step_with_a_non_finite_output_is_not_taken(dt_bundle, family):
+    """The window slides before the model runs; when the output is refused, the slide is undone: the same step
+    retried gives the action of a policy that never saw the failed try, and so do the steps after it."""
+    import gptrl
+    from gptrl.errors import NonFiniteOutputError
+    from gptrl.runtime import load_policy
+    from trajectory import synthetic
+
+    if family == "onnx":
+        gptrl.export_onnx(dt_bundle)
+    load = (lambda: load_policy(dt_bundle)) if family == "onnx" else (lambda: gptrl.load_runner(dt_bundle))
+    tried, clean = load(), load()
+    inputs = synthetic(11, 3, 1, 30)
+    obs, rewards = inputs.obs[0], inputs.rewards[0]
+    for p in (tried, clean):
+        p.reset(obs[0])
+    for t in range(30):  # past K = 20, so the window slides
+        reward = None if t == 0 else rewards[t]
+        if t in (0, 25):
+            real = tried._forward
+            tried._forward = lambda real=real: np.full_like(real(), np.nan)
+            with pytest.raises(NonFiniteOutputError):
+                tried.act(obs[t], reward=reward)
+            del tried._forward
+        np.testing.assert_array_equal(tried.act(obs[t], reward=reward), clean.act(obs[t], reward=reward))

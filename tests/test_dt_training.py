@@ -62,3 +62,37 @@ def test_a_short_run_resumes_and_publishes_a_loadable_bundle(tmp_path):
     cfg.hidden = 32
     with pytest.raises(FileExistsError, match="other settings"):
         train("Hopper-v5", tmp_path / "run", _episodes(), cfg, progress=False)
+
+
+def test_republishing_replaces_the_policy_files_and_keeps_the_card(tmp_path):
+    """dt_train --publish over a shipped bundle: new weights and policy.onnx, the card's files untouched, no stale
+    weights left beside the new ones."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from gptrl.bundle.dt import DTSidecar
+    from gptrl.fileio import sha256_file
+    from gptrl.runtime import load_policy
+    from gptrl.training.dt_train import publish
+
+    config = transformers.DecisionTransformerConfig(state_dim=11, act_dim=3, hidden_size=16, n_layer=1, n_head=1,
+                                                    max_ep_len=100)
+    torch.manual_seed(0)
+    best = tmp_path / "run" / "best"
+    transformers.DecisionTransformerModel(config).save_pretrained(best)
+    (best / "gptrl_dt.json").write_text(DTSidecar([0.0] * 11, [1.0] * 11, 100.0, 300.0, "Hopper-v5", 5).to_json())
+    dest = tmp_path / "bundles" / "dt-hopper-v5"
+    dest.mkdir(parents=True)
+    card = {"README.md": "# the card\n", "eval.json": "{}\n", "conditioning.json": "[]\n", "episode.gif": "GIF89a"}
+    for name, text in card.items():
+        (dest / name).write_text(text)
+    (dest / "pytorch_model.bin").write_bytes(b"stale weights of the last run")
+    (dest / "policy.onnx").write_bytes(b"stale graph")
+    out = publish(best, dest)
+    assert out == dest / "policy.onnx"
+    assert {name: (dest / name).read_text() for name in card} == card
+    assert not (dest / "pytorch_model.bin").exists()
+    assert sha256_file(dest / "model.safetensors") == sha256_file(best / "model.safetensors")
+    policy = load_policy(dest)  # the new graph, of the new weights (a mismatch would be refused)
+    policy.reset(np.zeros(11, np.float32))
+    assert policy.act(np.zeros(11, np.float32)).shape == (3,)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from gptrl.bundle.dt import DTConfig, DTSidecar
-from gptrl.fileio import atomic_dir, atomic_path, write_json
+from gptrl.fileio import atomic_dir, atomic_path, copy_file, write_json
 from gptrl.training.datasets import Episode, load_episodes, use_datasets_path
 
 
@@ -234,14 +234,26 @@ def main(argv: list[str] | None = None) -> None:
     state = train(a.env_id, out, episodes, cfg)
     print(f"best: {json.dumps(state['best'])}")
     if a.publish:
-        import shutil
+        print(f"published {publish(out / 'best', Path('bundles') / f'dt-{a.env_id.lower()}')}")
 
-        from gptrl.exporter import export_onnx
 
-        dest = Path("bundles") / f"dt-{a.env_id.lower()}"
-        with atomic_dir(dest, overwrite=True) as tmp:
-            shutil.copytree(out / "best", tmp, dirs_exist_ok=True)
-        print(f"published {export_onnx(dest)}")
+def publish(best: Path, dest: Path) -> Path:
+    """Put the best candidate's checkpoint into the bundle folder ``dest`` and export its policy.onnx; returns it.
+
+    Only the files a policy is built from are replaced (those ``best`` lacks are removed, so no stale weights
+    stay beside the new ones); the card's files (README.md, eval.json, conditioning.json, the media) stay until
+    ``make dt-card`` measures the new weights and rewrites them.
+    """
+    from gptrl.bundle.files import SOURCE_FILES
+    from gptrl.exporter import export_onnx
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SOURCE_FILES:
+        if (best / name).is_file():
+            copy_file(best / name, dest / name)
+        elif (dest / name).exists():
+            (dest / name).unlink()
+    return export_onnx(dest)
 
 
 if __name__ == "__main__":

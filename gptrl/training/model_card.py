@@ -250,6 +250,28 @@ def with_media(card: str, media: str) -> str:
     return card.replace("## Architecture", media + "\n## Architecture", 1)
 
 
+def dagger_card(env_id: str, bundle_dir: Path, summary: dict, num_envs: int = 1) -> dict:
+    """Update the card of a bundle that DAgger published: new numbers and provenance, media, the DAgger section
+    and round plot, and the behaviour-cloning text re-worded as what DAgger started from."""
+    from gptrl.training.dagger import best_round, card_section, plot_rounds, with_card_section
+
+    result = refresh(env_id, bundle_dir, num_envs)
+    chosen = Path(best_round(summary["rounds"])["student"]).parent  # round-k/train: its history and candidates
+    teachers = read_json(get_recipe(env_id).teacher_dir / "teachers.json")
+    plot_rounds(summary, bundle_dir / "rounds.png")
+    card = (bundle_dir / "README.md").read_text()
+    card = card.replace("trained by behaviour cloning from gptrl's own teachers",
+                        "trained by behaviour cloning and DAgger from gptrl's own teachers", 1)
+    card = re.sub(r"\), is this bundle\.", "), was the student that DAgger (below) started from.", card, count=1)
+    if "make dagger ENV=" not in card:
+        card = card.replace(f"make card ENV={env_id}", f"make dagger ENV={env_id}  # resumable, runs/dagger/{env_id}\n"
+                            f"make card ENV={env_id}", 1)
+    card = with_card_section(card, card_section(summary))
+    media = make_media(env_id, bundle_dir, result, teachers, read_json(chosen / "history.json"), chosen, num_envs)
+    write_text(bundle_dir / "README.md", with_media(card, media))
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("env_id")
@@ -273,6 +295,15 @@ def main(argv: list[str] | None = None) -> None:
         write_text(bundle_dir / "README.md", card)
         print(f"{a.env_id}: media -> {bundle_dir}")
         return
+    if not a.refresh:  # a bundle that `make dagger` published gets the DAgger card
+        from gptrl.training.dagger import published_summary
+
+        summary = published_summary(bundle_dir, Path("runs/dagger") / a.env_id)
+        if summary is not None:
+            result = dagger_card(a.env_id, bundle_dir, summary, a.num_envs)
+            print(f"{a.env_id}: {result['return_mean']:.2f} +- {result['return_std']:.2f} (DAgger round "
+                  f"{summary['best_round']}) -> {bundle_dir}/README.md")
+            return
     if not a.refresh and not (run_dir / "history.json").is_file():
         print(f"{a.env_id}: no training run at {run_dir} (history.json), so only the card's numbers and provenance "
               "are re-measured (--refresh)", flush=True)

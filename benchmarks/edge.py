@@ -44,7 +44,7 @@ def median_step_ms(policy, state_dim: int, action_dim: int, steps: int = 3000, w
 
 def graph_only_ms(policy, steps: int = 3000) -> float:
     policy.reset(np.zeros((1, policy.config.state_dim), np.float32))
-    io = policy._bindings[0]
+    io = policy.buffers._bindings[0]
     for _ in range(300):
         policy.session.run_with_iobinding(io)
     times = []

@@ -14,13 +14,13 @@ from typing import Any
 from gptrl.errors import BundleError, OutputExistsError
 
 
-def inspect_dt_bundle(path: str) -> dict[str, Any]:
-    """What ``gptrl inspect`` reports for a Decision Transformer bundle."""
+def inspect_dt_bundle(path: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """What ``gptrl inspect`` reports for a Decision Transformer bundle: the JSON and the table."""
     from gptrl.bundle.dt import load_dt_bundle
 
     b = load_dt_bundle(path)
     c, s = b.config, b.sidecar
-    return {
+    info = {
         "path": str(b.path), "family": "Decision Transformer (Hugging Face checkpoint + gptrl_dt.json)",
         "env_id": s.env_id, "state_dim": c.state_dim, "action_dim": c.act_dim,
         "architecture": {"network": "GPT2 trunk", "num_layers": c.n_layer, "d_model": c.hidden_size,
@@ -29,14 +29,19 @@ def inspect_dt_bundle(path: str) -> dict[str, Any]:
         "weights": b.weights_file.name, "context_length": s.context_length, "return_scale": s.scale,
         "default_target_return": s.target_return,
     }
+    a = info["architecture"]
+    rows = [("bundle", info["path"]), ("family", info["family"]), ("env id", info["env_id"] or "(not recorded)"),
+            ("state / action size", f"{info['state_dim']} / {info['action_dim']}"),
+            ("architecture", f"{a['network']}: {a['num_layers']} layers, d_model {a['d_model']}, "
+                             f"{a['num_heads']} heads, MLP {a['inner']} {a['activation']}"),
+            ("context", f"K = {info['context_length']} timesteps (3K tokens)"),
+            ("returns", f"scale {info['return_scale']:g}, default target {info['default_target_return']}"),
+            ("weights", info["weights"])]
+    return info, rows
 
 
-def inspect_bundle(path: str) -> dict[str, Any]:
-    """What ``gptrl inspect`` reports, as a dict."""
-    from gptrl.bundle.dt import is_dt_folder
-
-    if is_dt_folder(path):
-        return inspect_dt_bundle(path)
+def inspect_causal_bundle(path: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """What ``gptrl inspect`` reports for a Causal GPT-RL bundle: the JSON and the table."""
     from gptrl.bundle import load_bundle
     from gptrl.bundle.spaces import describe_space
     from gptrl.rollout import resolve_serving
@@ -44,13 +49,15 @@ def inspect_bundle(path: str) -> dict[str, Any]:
     bundle = load_bundle(path)
     c, m = bundle.config, bundle.config.model
     kv, bos = resolve_serving(c, None, None)
-    return {
+    info = {
         "path": str(bundle.path),
         "format_version": c.format_version,
         "written_by": f"{c.package or '?'} {c.package_version or ''}".strip(),
         "env_id": c.env_id,
         "observation_space": describe_space(c.state_container),
         "action_space": describe_space(c.action_container),
+        "observation_type": c.observation.kind,
+        "action_type": c.action.kind,
         "state_dim": c.state_dim,
         "action_dim": c.action_dim,
         "architecture": {
@@ -71,26 +78,6 @@ def inspect_bundle(path: str) -> dict[str, Any]:
         "state_normalization": bundle.normalizer_source,
         "requires_capabilities": list(c.requires_capabilities),
     }
-
-
-def _cmd_inspect(args: argparse.Namespace) -> int:
-    info = inspect_bundle(args.bundle)
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    if "family" in info:  # a Decision Transformer
-        a = info["architecture"]
-        rows = [("bundle", info["path"]), ("family", info["family"]), ("env id", info["env_id"] or "(not recorded)"),
-                ("state / action size", f"{info['state_dim']} / {info['action_dim']}"),
-                ("architecture", f"{a['network']}: {a['num_layers']} layers, d_model {a['d_model']}, "
-                                 f"{a['num_heads']} heads, MLP {a['inner']} {a['activation']}"),
-                ("context", f"K = {info['context_length']} timesteps (3K tokens)"),
-                ("returns", f"scale {info['return_scale']:g}, default target {info['default_target_return']}"),
-                ("weights", info["weights"])]
-        width = max(len(k) for k, _ in rows)
-        for key, value in rows:
-            print(f"{key:<{width}}  {value}")
-        return 0
     a = info["architecture"]
     arch = (f"{a['network']}: {a['num_layers']} layers, d_model {a['d_model']}, {a['num_heads']} heads "
             f"(head_dim {a['head_dim']})")
@@ -101,8 +88,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         ("bundle", info["path"]),
         ("format version", f"{info['format_version']} (written by {info['written_by']})"),
         ("env id", info["env_id"] or "(not recorded)"),
-        ("observation space", info["observation_space"]),
-        ("action space", info["action_space"]),
+        ("observation space", f"{info['observation_space']} ({info['observation_type']})"),
+        ("action space", f"{info['action_space']} ({info['action_type']})"),
         ("architecture", arch),
         ("parameters", f"{info['parameters']:,}"),
         ("context length", str(info["context_length"])),
@@ -112,6 +99,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         ("state normalisation", info["state_normalization"]),
         ("termination head", "yes" if a["use_eos"] else "no"),
     ]
+    return info, rows
+
+
+def inspect_bundle(path: str) -> dict[str, Any]:
+    """What ``gptrl inspect`` reports, as a dict (its family's ``inspect``, ``gptrl.families``)."""
+    from gptrl.families import family_of_folder
+
+    return family_of_folder(path).part("inspect")(path)[0]
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from gptrl.families import family_of_folder
+
+    info, rows = family_of_folder(args.bundle).part("inspect")(args.bundle)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

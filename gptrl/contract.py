@@ -28,6 +28,8 @@ class StepInfo(TypedDict):
 
     value: np.ndarray
     termination_prob: np.ndarray | None  # None for policies without a termination head
+    dist: np.ndarray | None  # [B, params] the distribution's parameters (the codec's heads); None: no distribution
+    log_prob: np.ndarray | None  # [B] log-probability of the action given back; None: no distribution
 
 
 @runtime_checkable
@@ -35,9 +37,11 @@ class Actor(Protocol):
     """The least a controller needs: ``gptrl.evaluation`` drives any object like this.
 
     One loop drives every family: ``reset(obs, target_return=None)`` and ``act(obs, reward=None)``, where ``reward``
-    is the reward the env returned with ``obs``. Return-conditioned policies (Decision Transformers) read both;
-    the causal policies accept and ignore them.
+    is the reward the env returned with ``obs``. Return-conditioned policies (Decision Transformers) read both and
+    say so in ``return_conditioned``; the others accept and ignore them.
     """
+
+    return_conditioned: bool
 
     @property
     def num_envs(self) -> int: ...
@@ -49,9 +53,22 @@ class Actor(Protocol):
 
 @runtime_checkable
 class Policy(Actor, Protocol):
-    """A stateful policy over ``num_envs`` rows, torch or torch-free (see docs/format.md, "Rollout contract")."""
+    """A stateful policy over ``num_envs`` rows, torch or torch-free (see docs/format.md, "Rollout contract").
 
-    def act_with_info(self, obs: Any, reward: Any = None) -> tuple[np.ndarray, StepInfo]: ...
+    ``stochastic``: its head describes a distribution, so ``act(obs, deterministic=False)`` (and ``predict``) samples
+    from it with uniforms from the generator ``seed(s)`` seeds; the action's log-probability and the distribution's
+    parameters come back in ``StepInfo``. Otherwise asking for a sample is a ValueError.
+    """
+
+    @property
+    def stochastic(self) -> bool: ...
+
+    def act(self, obs: Any, reward: Any = None, *, deterministic: bool = True) -> np.ndarray: ...
+
+    def act_with_info(self, obs: Any, reward: Any = None, *,
+                      deterministic: bool = True) -> tuple[np.ndarray, StepInfo]: ...
+
+    def seed(self, seed: Any = None) -> None: ...
 
     def reset_rows(self, done_mask: Any, target_return: Any = None) -> None: ...
 
@@ -64,7 +81,7 @@ class Policy(Actor, Protocol):
 def conditioning(actor: Any, target_return: Any) -> bool:
     """Whether ``actor`` is return-conditioned (a Decision Transformer: a target at reset, each step's reward). A
     target for one that is not is refused rather than ignored: every command that takes a target uses this rule."""
-    conditioned = bool(getattr(actor, "return_conditioned", False))
+    conditioned = bool(actor.return_conditioned)
     if target_return is not None and not conditioned:
         raise ValueError(f"{type(actor).__name__} is not return-conditioned: it takes no target_return")
     return conditioned

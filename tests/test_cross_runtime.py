@@ -79,8 +79,16 @@ RUNTIMES = {"onnxruntime": Onnxruntime, "openvino": OpenVino, "tract": Tract, "o
 
 def zero_state(path: Path, batch: int) -> dict:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return {i.name: np.zeros([batch if d == "batch" else d for d in i.shape], np.float32)
+    return {i.name: np.zeros([batch if d == "batch" else d for d in i.shape], DTYPES[i.type])
             for i in session.get_inputs() if i.name.startswith("state_in.")}
+
+
+DTYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(bool)": bool}
+
+
+def greedy(batch: int, noise: int) -> dict:
+    """A causal stateful graph's sampling inputs, set for greedy actions."""
+    return {"uniform": np.zeros((batch, noise), np.float32), "sample": np.zeros(batch, bool)}
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -97,7 +105,7 @@ def test_stateful_graph_in_closed_loop_on_each_runtime(graph, runtime):
     worst = 0.0
     for t in range(steps):
         expected = policy.act(obs)
-        out = run({"obs": obs, "reset": reset, **state})
+        out = run({"obs": obs, "reset": reset, **greedy(2, 12), **state})
         worst = max(worst, float(np.abs(out["action"] - expected).max()))
         state = {name.replace("state_out.", "state_in."): np.asarray(v) for name, v in out.items()
                  if name.startswith("state_out.")}
@@ -117,7 +125,7 @@ def test_portable_step_graph_loads_and_runs(tmp_path, runtime):
     rng = np.random.default_rng(0)
     feeds = {"state": rng.normal(size=(2, 17)).astype(np.float32), "action": np.zeros((2, 6), np.float32),
              "is_bos": np.ones(2, np.float32), "position": np.zeros(2, np.int64),
-             "past_valid": np.zeros((2, 6), bool)}
+             "past_valid": np.zeros((2, 6), bool), **greedy(2, 12)}
     for i in range(3):
         feeds[f"past_key.{i}"] = np.zeros((2, 4, 32, 6), np.float32)
         feeds[f"past_value.{i}"] = np.zeros((2, 4, 6, 32), np.float32)

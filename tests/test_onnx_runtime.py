@@ -183,8 +183,17 @@ def test_sb3_predict_drives_evaluate_policy(exported):
     ours = gptrl.run_episodes(gym.make("Hopper-v5"), load_policy(path), num_episodes=3, seed=0)
     np.testing.assert_allclose(rewards, ours["returns"], rtol=1e-6)
     assert lengths == ours["lengths"]
+    # The head has a log-std: deterministic=False samples, reproducibly from a seed, and differs from the mean.
+    def sampled(seed):
+        policy = load_policy(path)
+        policy.seed(seed)
+        return [policy.predict(np.full(11, 0.1 * t), deterministic=False)[0] for t in range(4)]
+
+    assert np.array_equal(sampled(3), sampled(3)) and not np.array_equal(sampled(3), sampled(4))
+    assert not np.allclose(sampled(3), [load_policy(path).predict(np.full(11, 0.1 * t))[0] for t in range(4)])
+    # A policy whose graph cannot sample refuses (a gptrl-policy-step/1 graph, as shipped before sampling).
     with pytest.raises(ValueError, match="deterministic"):
-        load_policy(path).predict(np.zeros(11), deterministic=False)
+        load_policy(FIXTURES.parents[1].parent / "bundles" / "hopper-v5").predict(np.zeros(11), deterministic=False)
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])

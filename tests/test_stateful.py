@@ -103,6 +103,7 @@ def test_the_all_zeros_state_is_a_fresh_policy(stateful):
     names = [o.name for o in session.get_outputs()]
     zeros = {i.name: np.zeros([2 if d == "batch" else d for d in i.shape], np.float32)
              for i in session.get_inputs() if i.name.startswith("state_in.")}
+    zeros |= {"uniform": np.zeros((2, 6), np.float32), "sample": np.zeros(2, bool)}  # greedy actions
     obs = np.random.default_rng(0).normal(size=(2, 11)).astype(np.float32)
     first = dict(zip(names, session.run(None, {"obs": obs, "reset": np.array([True, False]), **zeros})))
     for row in range(2):  # each row, reset flag or not, acts as a fresh one-env policy on its observation

@@ -5,10 +5,11 @@ where it sits.
 """
 
 from gptrl.bundle.bundle import Bundle, load_bundle
+from gptrl.bundle.codecs.box import ContinuousSpec
 from gptrl.bundle.factory import make_config
 from gptrl.bundle.normalizer import StateNormalizer
 from gptrl.bundle.parse import parse_config, read_config
-from gptrl.bundle.schema import BundleConfig, ContinuousSpec, ModelConfig
+from gptrl.bundle.schema import BundleConfig, ModelConfig
 from gptrl.errors import BundleError
 
 __all__ = [

@@ -29,12 +29,12 @@ class Bundle:
     @property
     def parameter_count(self) -> int:
         c = self.config
-        return parameter_count(required_tensors(c.model, c.state_dim, c.action_dim, embedded_normalizer=False))
+        return parameter_count(required_tensors(c.model, c.observation, c.action, embedded_normalizer=False))
 
     def model_tensors(self) -> dict[str, np.ndarray]:
         """The tensors the model's math reads, normaliser excluded."""
         c = self.config
-        names = required_tensors(c.model, c.state_dim, c.action_dim, embedded_normalizer=False)
+        names = required_tensors(c.model, c.observation, c.action, embedded_normalizer=False)
         return {name: self.tensors[name] for name in names}
 
 
@@ -51,8 +51,8 @@ def load_bundle(path: str | Path, *, strict: bool = True) -> Bundle:
                           "gptrl.convert_legacy_bundle_to_safetensors()")
     tensors = read_safetensors(weights_path)
     c = config
-    required = required_tensors(c.model, c.state_dim, c.action_dim, embedded_normalizer=embedded_required(c, path))
-    optional = optional_tensors(c.model, c.state_dim, c.action_dim)
+    required = required_tensors(c.model, c.observation, c.action, embedded_normalizer=embedded_required(c, path))
+    optional = optional_tensors(c.model, c.observation, c.action)
     unexpected = check_tensors(tensors, required, optional, weights_path, strict=strict)
     if unexpected:
         warnings.warn(f"{weights_path}: ignoring unexpected tensors {unexpected}", stacklevel=2)

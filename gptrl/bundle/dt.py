@@ -41,7 +41,7 @@ MAX_EP_LEN = 1 << 20
 SIDECAR_FORMAT = "gptrl-decision-transformer/1"
 # K: every step encodes 3K tokens, and the attention over them holds (3K)^2 scores per head and row, so the limit is
 # one a machine can serve (3 x 1024 tokens: 38 MB of float32 scores per head and row), far above the K of 20 that
-# Decision Transformers use; the serving budget in gptrl.dt_window bounds rows x heads on top of it.
+# Decision Transformers use; the serving budget in gptrl.rollout.window bounds rows x heads on top of it.
 MAX_DT_CONTEXT = 1024
 
 
@@ -244,7 +244,7 @@ KEY_WEIGHTS_FILE = "gptrl.weights_file"
 
 
 def dt_io_spec(config: DTConfig, context_length: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of the windowed DT graph: the window ``gptrl.dt_window.DTWindow`` keeps -> the action."""
+    """Inputs and outputs of the windowed DT graph: the window ``gptrl.rollout.window.DTWindow`` keeps -> the action."""
     K = context_length
     inputs = [TensorSpec("states", "float32", ("batch", K, config.state_dim)),
               TensorSpec("actions", "float32", ("batch", K, config.act_dim)),

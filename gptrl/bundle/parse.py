@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from gptrl.bundle.codecs import parse_action, parse_observation
+from gptrl.bundle.codecs.box import box_dict
 from gptrl.bundle.files import CONFIG_FILE
 from gptrl.bundle.jsonreader import JsonReader, describe
 from gptrl.bundle.schema import (
@@ -21,11 +23,10 @@ from gptrl.bundle.schema import (
     MAX_PARAMETERS,
     SUPPORTED_FORMAT_VERSIONS,
     BundleConfig,
-    ContinuousSpec,
     ModelConfig,
     default_max_position_embeddings,
 )
-from gptrl.bundle.spaces import box_bounds, flat_size, json_bound, parse_bound, validate_space_dict
+from gptrl.bundle.spaces import validate_space_dict
 from gptrl.bundle.weights import parameter_count, required_tensors
 from gptrl.errors import BundleError
 from gptrl.fileio import read_json
@@ -94,68 +95,28 @@ def _parse_model(r: JsonReader, top_context: int | None) -> ModelConfig:
     return model
 
 
-def _parse_spec(data: Any, source: str, prefix: str) -> ContinuousSpec:
-    r = JsonReader(data, source, prefix)
-    kind = r.get("type", "str", "continuous")
-    if kind != "continuous":
-        raise r.error(f"key {r.key('type')} = {kind!r} is not supported (only continuous specs are)")
-    size = r.positive("size", limit=LIMITS["size"])
-    bounds = {}
-    for key in ("low", "high"):
-        values = r.get(key, "list", [None] * size)
-        if len(values) != size:
-            raise r.error(f"key {r.key(key)} has {len(values)} entries, expected size {size}")
-        try:
-            bounds[key] = tuple(parse_bound(v, key) for v in values)
-        except ValueError as exc:
-            raise r.error(f"key {r.key(key)}: {exc}") from None
-    if any(lo > hi for lo, hi in zip(bounds["low"], bounds["high"])):
-        raise r.error(f"key {r.key('low')} exceeds {r.key('high')}")
-    dtype = r.get("dtype", "str", "float32")
-    try:
-        np.dtype(dtype)
-    except TypeError:
-        raise r.error(f"key {r.key('dtype')} = {dtype!r} is not a numpy dtype") from None
-    return ContinuousSpec(size, dtype, bounds["low"], bounds["high"], r.get("squash", "str", None))
+def _spec_readers(r: JsonReader, key: str, container: dict[str, Any] | None) -> list[JsonReader]:
+    """One reader per entry of ``key`` (a spec list); a missing list is derived from a Box container."""
+    raw = r.get(key, "list", None)
+    if raw is None:
+        if container is None:
+            raise r.error(f"missing required key '{key}' (and no '{key.replace('specs', 'container')}' to derive "
+                          "it from)")
+        raw = [_spec_from_box(container, r, key)]
+    if not raw:
+        raise r.error(f"key '{key}' is empty")
+    return [JsonReader(s, r.source, f"{key}[{i}].") for i, s in enumerate(raw)]
 
 
-def _specs_from_box(container: dict[str, Any], source: str, key: str) -> tuple[ContinuousSpec, ...]:
+def _spec_from_box(container: dict[str, Any], r: JsonReader, key: str) -> dict[str, Any]:
     if container.get("type") != "Box":
-        raise BundleError(f"{source}: '{key}' is missing and '{key.replace('specs', 'container')}' is no Box")
+        raise r.error(f"'{key}' is missing and '{key.replace('specs', 'container')}' is no Box")
     shape = container.get("shape") or []
     size = int(np.prod(shape)) if shape else 1
     low, high = container.get("low"), container.get("high")
     as_list = lambda v: v if isinstance(v, list) else [v] * size
-    data = {"size": size, "dtype": container.get("dtype", "float32"),
+    return {"size": size, "dtype": container.get("dtype", "float32"),
             "low": as_list(low) if low is not None else None, "high": as_list(high) if high is not None else None}
-    return (_parse_spec(data, source, f"{key}[0]."),)
-
-
-def box_dict(specs: tuple[ContinuousSpec, ...]) -> dict[str, Any]:
-    """The Box container matching ``specs``."""
-    low = [v for s in specs for v in s.low]
-    high = [v for s in specs for v in s.high]
-    return {
-        "type": "Box",
-        "shape": [len(low)],
-        "dtype": specs[0].dtype,
-        "low": [json_bound(v) for v in low],
-        "high": [json_bound(v) for v in high],
-    }
-
-
-def _check_container(r: JsonReader, key: str, container: dict[str, Any], specs: tuple[ContinuousSpec, ...]) -> None:
-    """The container must describe the same features as the specs (size, and an action Box's bounds)."""
-    size = flat_size(container)
-    total = sum(s.size for s in specs)
-    if size is not None and size != total:
-        raise r.error(f"key '{key}' describes {size} features but the specs total {total}")
-    if key == "action_container" and container["type"] == "Box":
-        for side in ("low", "high"):
-            box = box_bounds(container, side).ravel()
-            spec = np.array([v for s in specs for v in getattr(s, side)])
-            if not np.allclose(box, spec, rtol=1e-6, atol=1e-6):
-                raise r.error(f"key '{key}.{side}' disagrees with 'action_specs' {side} bounds")
 
 
 def parse_config(data: Any, source: str = CONFIG_FILE) -> BundleConfig:
@@ -183,36 +144,27 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> BundleConfig:
             except ValueError as exc:
                 raise r.error(f"key '{key}' is not a valid space: {exc}") from None
         containers[key] = value
-    specs: dict[str, tuple[ContinuousSpec, ...]] = {}
-    for key, container_key in (("state_specs", "state_container"), ("action_specs", "action_container")):
-        raw = r.get(key, "list", None)
-        if raw is None:
-            if containers[container_key] is None:
-                raise r.error(f"missing required key '{key}' (and no '{container_key}' to derive it from)")
-            specs[key] = _specs_from_box(containers[container_key], source, key)
-        else:
-            if not raw:
-                raise r.error(f"key '{key}' is empty")
-            specs[key] = tuple(_parse_spec(s, source, f"{key}[{i}].") for i, s in enumerate(raw))
-        total = sum(s.size for s in specs[key])
-        if total > LIMITS["size"]:
-            raise r.error(f"key '{key}' totals {total} features, past gptrl's limit of {LIMITS['size']}")
+    observation = parse_observation(_spec_readers(r, "state_specs", containers["state_container"]))
+    action = parse_action(_spec_readers(r, "action_specs", containers["action_container"]))
+    for key, codec in (("state_specs", observation), ("action_specs", action)):
+        container_key = key.replace("specs", "container")
+        if codec.size > LIMITS["size"]:
+            raise r.error(f"key '{key}' totals {codec.size} features, past gptrl's limit of {LIMITS['size']}")
         if containers[container_key] is None:
-            containers[container_key] = box_dict(specs[key])
+            containers[container_key] = codec.container()
         else:
-            _check_container(r, container_key, containers[container_key], specs[key])
-
-    for i, spec in enumerate(specs["action_specs"]):
-        if spec.squash != "tanh" or not all(map(math.isfinite, spec.low + spec.high)):
-            raise r.error(f"key 'action_specs[{i}]' needs finite low/high and squash 'tanh' "
-                          f"(got squash {spec.squash!r}); other action encodings are not supported")
-        if any(lo >= hi for lo, hi in zip(spec.low, spec.high)):
-            raise r.error(f"key 'action_specs[{i}]' needs low < high in every dimension "
-                          "(an empty range has no tanh encoding)")
+            problem = codec.check_container(containers[container_key], container_key)
+            if problem:
+                raise r.error(problem)
 
     norm = r.child("state_normalization", {})
     embedded = norm.get("embedded", "bool", None)
     sidecar = norm.get("legacy_sidecar", "bool", None)
+    if not observation.normalized:
+        if embedded or sidecar:
+            raise norm.error(f"key 'state_normalization' switches a normaliser on, but {observation.kind} "
+                             "observations have none")
+        embedded = sidecar = False
     if version >= 2 and embedded is None:
         embedded = True
     if version >= 2 and sidecar is None:
@@ -228,8 +180,7 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> BundleConfig:
         raise r.error("key 'action_normalization.enabled' = true is not supported by gptrl")
     r.seen.discard("action_normalization")  # carried through unchanged
 
-    state_dim, action_dim = (sum(s.size for s in specs[k]) for k in ("state_specs", "action_specs"))
-    params = parameter_count(required_tensors(model, state_dim, action_dim, embedded_normalizer=False))
+    params = parameter_count(required_tensors(model, observation, action, embedded_normalizer=False))
     if params > MAX_PARAMETERS:
         raise r.error(f"'model_config' describes {params:,} parameters, past gptrl's limit of {MAX_PARAMETERS:,}")
     package_version = r.data.get("package_version")
@@ -239,8 +190,8 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> BundleConfig:
     return BundleConfig(
         format_version=version,
         model=model,
-        state_specs=specs["state_specs"],
-        action_specs=specs["action_specs"],
+        observation=observation,
+        action=action,
         state_container=containers["state_container"],
         action_container=containers["action_container"],
         normalization_embedded=embedded,

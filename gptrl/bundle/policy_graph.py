@@ -17,10 +17,14 @@ from gptrl.bundle.schema import BundleConfig
 from gptrl.errors import BundleError
 from gptrl.fileio import loads_json, sha256_file
 
-__all__ = ["CACHE_LAYOUTS", "FORMAT", "PolicyMetadata", "TensorSpec", "io_spec", "read_metadata", "seal",
+__all__ = ["CACHE_LAYOUTS", "FORMAT", "FORMATS", "PolicyMetadata", "TensorSpec", "io_spec", "read_metadata", "seal",
            "sha256_file", "verify_seal"]
 
-FORMAT = "gptrl-policy-step/1"
+# /2 adds the action codec's I/O (any action and observation type, sampling from uniforms: see SAMPLING_IO);
+# /1 graphs (tanh actions and float observations, greedy only) are still read.
+FORMAT = "gptrl-policy-step/2"
+FORMAT_V1 = "gptrl-policy-step/1"
+FORMATS = (FORMAT_V1, FORMAT)
 KEY_FORMAT = "gptrl.format"
 KEY_VARIANT = "gptrl.variant"
 KEY_CONFIG = "gptrl.config"
@@ -36,7 +40,7 @@ STATEFUL_IO = "stateful-v1"
 Variant = Literal["attention", "portable", "stateful"]
 VARIANT_OPSETS: dict[str, int] = {"portable": 18, "attention": 24, "stateful": 18}
 
-# The state of a stateful graph, per row (all float32; all zeros = a fresh policy): name -> shape after the batch.
+# The state of a stateful graph, per row (all zeros = a fresh policy): name -> shape after the batch.
 # key.{i} is stored transposed [heads, head_dim, kv] like the portable graph's cache; see docs/stateful.md.
 STATE_TENSORS = ("prev_obs", "prev_action", "started", "valid", "slot")
 
@@ -58,9 +62,20 @@ CACHE_LAYOUTS = {
         "state_in.value.{i}": "[batch, heads, kv, head_dim]",
         "state_in.valid": "[batch, kv] 1.0 where the slot holds an entry of the row's episode",
         "state_in.slot": "[batch] next ring slot to write",
-        "state_in.prev_obs/prev_action": "[batch, S] / [batch, A] the previous observation and action taken",
+        "state_in.prev_obs/prev_action": "[batch, S] / [batch, *action] the previous observation and action taken "
+                                         "(their dtypes: the observation's and the action's)",
         "state_in.started": "[batch] 1.0 once the row has begun an episode (0: the next call begins one)",
     },
+}
+
+
+# What a /2 graph adds for its action codec: the token's action input, the uniforms a sample draws from and which
+# rows sample, and the distribution's parameters and the log-probability of the action given back.
+SAMPLING_IO = {
+    "uniform": "[batch, noise] float32 in [0, 1): what a row's sample is drawn from",
+    "sample": "[batch] bool: the row's action is a sample (else the greedy action)",
+    "log_prob": "[batch] float32: log-probability of the action given back",
+    "dist": "[batch, params] float32: the distribution's parameters (the policy heads, clipped)",
 }
 
 
@@ -73,10 +88,10 @@ class TensorSpec:
 
 def state_spec(config: BundleConfig, kv: int) -> list[TensorSpec]:
     """The state tensors of a stateful graph (without the ``state_in.`` / ``state_out.`` prefix)."""
-    m = config.model
+    m, action = config.model, config.action
     H, hd = m.num_heads, m.head_dim
-    specs = [TensorSpec("prev_obs", "float32", ("batch", config.state_dim)),
-             TensorSpec("prev_action", "float32", ("batch", config.action_dim)),
+    specs = [TensorSpec("prev_obs", config.observation.dtype, ("batch", config.state_dim)),
+             TensorSpec("prev_action", action.dtype, ("batch", *action.shape)),
              TensorSpec("started", "float32", ("batch",)), TensorSpec("valid", "float32", ("batch", kv)),
              TensorSpec("slot", "float32", ("batch",))]
     for i in range(m.num_layers):
@@ -85,29 +100,41 @@ def state_spec(config: BundleConfig, kv: int) -> list[TensorSpec]:
     return specs
 
 
-def io_spec(variant: str, config: BundleConfig, kv: int | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def _sampling_io(config: BundleConfig) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    action = config.action
+    inputs = [TensorSpec("uniform", "float32", ("batch", action.noise_width)), TensorSpec("sample", "bool", ("batch",))]
+    outputs = [TensorSpec("log_prob", "float32", ("batch",)),
+               TensorSpec("dist", "float32", ("batch", action.param_width))]
+    return inputs, outputs
+
+
+def io_spec(variant: str, config: BundleConfig, kv: int | None = None, *,
+            sampling: bool = True) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """The (inputs, outputs) of the step graph of ``variant`` for ``config`` (docs/format.md, "Exported graphs").
 
-    ``kv``: the cache length a stateful graph was exported with (it is fixed there).
+    ``kv``: the cache length a stateful graph was exported with (it is fixed there). ``sampling``: the /2 graph's
+    I/O (False: a /1 graph's, which has no ``SAMPLING_IO``).
     """
     if variant not in VARIANT_OPSETS:
         raise ValueError(f"variant must be one of {sorted(VARIANT_OPSETS)}, got {variant!r}")
-    m = config.model
-    S, A, H, hd = config.state_dim, config.action_dim, m.num_heads, m.head_dim
+    m, action = config.model, config.action
+    S, H, hd = config.state_dim, m.num_heads, m.head_dim
+    obs_dtype, act = config.observation.dtype, (action.dtype, ("batch", *action.shape))
+    extra_in, extra_out = _sampling_io(config) if sampling else ([], [])
     if variant == "stateful":
         if kv is None:
             raise ValueError("a stateful graph's I/O depends on its cache length: pass kv")
         state = state_spec(config, kv)
-        inputs = [TensorSpec("obs", "float32", ("batch", S)), TensorSpec("reset", "bool", ("batch",))]
+        inputs = [TensorSpec("obs", obs_dtype, ("batch", S)), TensorSpec("reset", "bool", ("batch",)), *extra_in]
         inputs += [TensorSpec(f"state_in.{t.name}", t.dtype, t.shape) for t in state]
-        outputs = [TensorSpec("action", "float32", ("batch", A)), TensorSpec("value", "float32", ("batch",))]
+        outputs = [TensorSpec("action", *act), *extra_out, TensorSpec("value", "float32", ("batch",))]
         if m.use_eos:
             outputs.append(TensorSpec("termination_prob", "float32", ("batch",)))
         outputs += [TensorSpec(f"state_out.{t.name}", t.dtype, t.shape) for t in state]
         return inputs, outputs
-    inputs = [TensorSpec("state", "float32", ("batch", S)), TensorSpec("action", "float32", ("batch", A)),
-              TensorSpec("is_bos", "float32", ("batch",)), TensorSpec("position", "int64", ("batch",))]
-    outputs = [TensorSpec("action_out", "float32", ("batch", A)), TensorSpec("value", "float32", ("batch",)),
+    inputs = [TensorSpec("state", obs_dtype, ("batch", S)), TensorSpec("action", *act),
+              TensorSpec("is_bos", "float32", ("batch",)), TensorSpec("position", "int64", ("batch",)), *extra_in]
+    outputs = [TensorSpec("action_out", *act), *extra_out, TensorSpec("value", "float32", ("batch",)),
                TensorSpec("termination_prob", "float32", ("batch",))]
     if variant == "attention":
         inputs += [TensorSpec("write_index", "int64", ("batch",)), TensorSpec("attn_mask", "bool", ("batch", "ring"))]
@@ -134,6 +161,7 @@ class PolicyMetadata:
     graph_sha256: str = ""
     kv_cache_max_len: int | None = None  # fixed in a stateful graph
     bos_cache_mode: str | None = None  # fixed in a stateful graph
+    sampling: bool = True  # a /2 graph (SAMPLING_IO); False: /1
 
 
 def check_io_convention(props: dict[str, str], source: str, *, stateful: bool) -> None:
@@ -146,7 +174,7 @@ def check_io_convention(props: dict[str, str], source: str, *, stateful: bool) -
 
 def read_metadata(props: dict[str, str], source: str) -> PolicyMetadata:
     """Validate the metadata map of an exported graph; ``source`` names the file in errors."""
-    if props.get(KEY_FORMAT) != FORMAT:
+    if props.get(KEY_FORMAT) not in FORMATS:
         raise BundleError(
             f"{source}: not a gptrl policy graph (metadata '{KEY_FORMAT}' is {props.get(KEY_FORMAT)!r}, "
             f"expected {FORMAT!r}); export it with `gptrl export`"
@@ -156,6 +184,9 @@ def read_metadata(props: dict[str, str], source: str) -> PolicyMetadata:
         raise BundleError(f"{source}: metadata '{KEY_VARIANT}' = {variant!r} is not one of {sorted(CACHE_LAYOUTS)}")
     data = loads_json(props.get(KEY_CONFIG, ""), f"{source} metadata '{KEY_CONFIG}'")
     config = parse_config(data, f"{source} metadata '{KEY_CONFIG}'")
+    sampling = props[KEY_FORMAT] == FORMAT
+    if not sampling and (config.action.kind != "tanh" or config.observation.kind != "continuous"):
+        raise BundleError(f"{source}: a {FORMAT_V1} graph holds tanh actions and float observations only")
     kv = bos = None
     check_io_convention(props, source, stateful=variant == "stateful")
     if variant == "stateful":
@@ -167,7 +198,7 @@ def read_metadata(props: dict[str, str], source: str) -> PolicyMetadata:
         if kv < 1 or bos not in ("discard", "retain"):
             raise BundleError(f"{source}: metadata '{KEY_KV}' = {kv} / '{KEY_BOS_CACHE_MODE}' = {bos!r} are invalid")
     return PolicyMetadata(config, variant, props.get(KEY_WEIGHTS_SHA256, ""),  # type: ignore[arg-type]
-                          props.get(KEY_VERSION, ""), props.get(KEY_GRAPH_SHA256, ""), kv, bos)
+                          props.get(KEY_VERSION, ""), props.get(KEY_GRAPH_SHA256, ""), kv, bos, sampling)
 
 
 def metadata_props(config: BundleConfig, variant: str, weights_sha256: str, version: str, *,
@@ -179,7 +210,7 @@ def metadata_props(config: BundleConfig, variant: str, weights_sha256: str, vers
         KEY_CONFIG: json.dumps(config.to_dict()),
         KEY_WEIGHTS_SHA256: weights_sha256,
         KEY_VERSION: version,
-        KEY_CACHE_LAYOUT: json.dumps(CACHE_LAYOUTS[variant]),
+        KEY_CACHE_LAYOUT: json.dumps({**CACHE_LAYOUTS[variant], **SAMPLING_IO}),
         KEY_GRAPH_SHA256: SEAL_PLACEHOLDER,
     }
     if variant == "stateful":

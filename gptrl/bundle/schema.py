@@ -6,11 +6,11 @@ field are in ``docs/format.md``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import numpy as np
+if TYPE_CHECKING:  # pragma: no cover
+    from gptrl.bundle.codecs import ActionCodec, ObservationEncoder
 
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
 # Capabilities a bundle may require that this implementation provides. None exist yet: any capability listed in
@@ -21,8 +21,7 @@ BosCacheMode = Literal["discard", "retain"]
 BOS_CACHE_MODES: tuple[str, ...] = get_args(BosCacheMode)
 Network = Literal["llama", "gpt2"]
 
-# -- the format's numerical constants (docs/format.md, "Model math") -------------------------------------------
-ACTION_CLIP_EPS = 1e-6  # action feedback: atanh(clip(unit, -1 + eps, 1 - eps))
+# -- the format's numerical constants (docs/format.md, "Model math"; the action encoding's are its codec's) -------
 LLAMA_NORM_EPS = 1e-6  # RMSNorm
 GPT2_NORM_EPS = 1e-5  # LayerNorm
 SIDECAR_STD_EPS = 1e-8  # v1 sidecar: std = sqrt(var) + eps
@@ -96,34 +95,13 @@ def default_max_position_embeddings(network: str, context_length: int) -> int:
 
 
 @dataclass(frozen=True)
-class ContinuousSpec:
-    """One continuous feature block of the state or action vector."""
-
-    size: int
-    dtype: str = "float32"
-    low: tuple[float, ...] = ()  # -inf where unbounded
-    high: tuple[float, ...] = ()  # +inf where unbounded
-    squash: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": "continuous",
-            "size": self.size,
-            "dtype": self.dtype,
-            "low": [None if math.isinf(v) else v for v in self.low],
-            "high": [None if math.isinf(v) else v for v in self.high],
-            "squash": self.squash,
-        }
-
-
-@dataclass(frozen=True)
 class BundleConfig:
     """Everything config.json says, validated and with defaults filled in."""
 
     format_version: int
     model: ModelConfig
-    state_specs: tuple[ContinuousSpec, ...]
-    action_specs: tuple[ContinuousSpec, ...]
+    observation: ObservationEncoder  # what the state specs say (gptrl.bundle.codecs)
+    action: ActionCodec  # what the action specs say
     state_container: dict[str, Any]
     action_container: dict[str, Any]
     # What config.json says about the normaliser; None where it is silent (the loader then reads the weights).
@@ -143,19 +121,13 @@ class BundleConfig:
 
     @property
     def state_dim(self) -> int:
-        return sum(s.size for s in self.state_specs)
+        """Entries of one observation."""
+        return self.observation.size
 
     @property
     def action_dim(self) -> int:
-        return sum(s.size for s in self.action_specs)
-
-    @property
-    def action_low(self) -> np.ndarray:
-        return np.array([v for s in self.action_specs for v in s.low], dtype=np.float32)
-
-    @property
-    def action_high(self) -> np.ndarray:
-        return np.array([v for s in self.action_specs for v in s.high], dtype=np.float32)
+        """Entries of one action (1 for a Discrete action)."""
+        return self.action.size
 
     @property
     def observation_space(self):
@@ -183,13 +155,13 @@ class BundleConfig:
             "package": "gptrl",
             "package_version": __version__,
             "model_config": self.model.to_dict(),
-            "state_specs": [s.to_dict() for s in self.state_specs],
-            "action_specs": [s.to_dict() for s in self.action_specs],
+            "state_specs": self.observation.specs(),
+            "action_specs": self.action.specs(),
             "context_length": self.context_length,
             "requires_capabilities": list(self.requires_capabilities),
             "state_container": self.state_container,
             "action_container": self.action_container,
-            "state_normalization": {"embedded": True, "legacy_sidecar": False},
+            "state_normalization": {"embedded": self.observation.normalized, "legacy_sidecar": False},
         }
         if self.env_id is not None:
             out["env_id"] = self.env_id

@@ -17,6 +17,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
+from gptrl.bundle.codecs import ActionCodec, ObservationEncoder
 from gptrl.bundle.files import WEIGHTS_FILE
 from gptrl.bundle.schema import BundleConfig, ModelConfig
 from gptrl.errors import BundleError
@@ -28,12 +29,13 @@ MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own ceiling
 _BOUND_BUFFER = re.compile(r"^(input|output)_adapter\.\d+\.(low|high)$")
 
 
-def required_tensors(model: ModelConfig, state_dim: int, action_dim: int, *,
+def required_tensors(model: ModelConfig, observation: ObservationEncoder, action: ActionCodec, *,
                      embedded_normalizer: bool) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor the forward pass reads."""
+    """Name -> shape of every tensor the forward pass reads: the token's features are the observation's, the action
+    feedback's and the BOS flag; the policy heads are the action codec's, then value (2) and termination (3)."""
     d, layers = model.d_model, range(model.num_layers)
     shapes: dict[str, tuple[int, ...]] = {
-        "input_proj.layers.0.weight": (d, state_dim + action_dim + 1),
+        "input_proj.layers.0.weight": (d, observation.width + action.width + 1),
         "input_proj.layers.0.bias": (d,),
     }
     if model.network == "llama":
@@ -61,13 +63,20 @@ def required_tensors(model: ModelConfig, state_dim: int, action_dim: int, *,
                 shapes[f"{p}{name}.bias"] = (shape[-1],)
         shapes["backbone.net.ln_f.weight"] = (d,)
         shapes["backbone.net.ln_f.bias"] = (d,)
-    heads = [action_dim, action_dim, 1] + ([1] if model.use_eos else [])
-    for k, out in enumerate(heads):
+    for k, out in head_sizes(model, action).items():
         shapes[f"output_head.{k}.layers.1.weight"] = (out, d)
         shapes[f"output_head.{k}.layers.1.bias"] = (out,)
-    if embedded_normalizer:
-        shapes.update(normalizer_tensors(state_dim))
+    if embedded_normalizer and observation.normalized:
+        shapes.update(normalizer_tensors(observation.size))
     return shapes
+
+
+VALUE_HEAD, TERMINATION_HEAD = 2, 3
+
+
+def head_sizes(model: ModelConfig, action: ActionCodec) -> dict[int, int]:
+    """Format index k of ``output_head.<k>`` -> output size: the codec's policy heads, the value, the termination."""
+    return {**action.heads, VALUE_HEAD: 1, **({TERMINATION_HEAD: 1} if model.use_eos else {})}
 
 
 def normalizer_tensors(state_dim: int) -> dict[str, tuple[int, ...]]:
@@ -78,42 +87,19 @@ def normalizer_tensors(state_dim: int) -> dict[str, tuple[int, ...]]:
     }
 
 
-def optional_tensors(model: ModelConfig, state_dim: int, action_dim: int) -> dict[str, tuple[int, ...]]:
-    """Tensors the format carries that do not enter the math (shape-checked when present)."""
-    d, a = model.d_model, action_dim
+def optional_tensors(model: ModelConfig, observation: ObservationEncoder,
+                     action: ActionCodec) -> dict[str, tuple[int, ...]]:
+    """Tensors the format carries that do not enter the math (shape-checked when present; the bound adapters of
+    ``_BOUND_BUFFER`` take any shape)."""
     embed = "backbone.net.embed_tokens.weight" if model.network == "llama" else "backbone.net.wte.weight"
-    return {
-        embed: (1, d),
-        "_action_scale": (1, a),
-        "_action_bias": (1, a),
-        "action_normalization_enabled": (1,),
-        "action_normalization_mean": (a,),
-        "action_normalization_std": (a,),
-        **normalizer_tensors(state_dim),
-    }
+    buffers = {name: array.shape for name, array in action.format_buffers().items() if not _BOUND_BUFFER.match(name)}
+    return {embed: (1, model.d_model), **buffers,
+            **(normalizer_tensors(observation.size) if observation.normalized else {})}
 
 
 def format_buffers(config: BundleConfig) -> dict[str, np.ndarray]:
-    """The bound and switch buffers the reference writes beside the weights, rebuilt from the config.
-
-    gptrl's math does not read them, but writing them keeps our bundles loadable by every
-    runtime that reads the format.
-    """
-    low, high = config.action_low, config.action_high
-    a = config.action_dim
-    out = {
-        "_action_scale": ((high - low) / 2).reshape(1, a),
-        "_action_bias": ((high + low) / 2).reshape(1, a),
-        "action_normalization_enabled": np.zeros(1),
-        "action_normalization_mean": np.zeros(a),
-        "action_normalization_std": np.ones(a),
-        "input_adapter.1.low": low.reshape(1, 1, a),
-        "input_adapter.1.high": high.reshape(1, 1, a),
-    }
-    for k in (0, 1):
-        out[f"output_adapter.{k}.low"] = low.reshape(1, 1, a)
-        out[f"output_adapter.{k}.high"] = high.reshape(1, 1, a)
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+    """The buffers the format writes beside the weights for its action type (``ActionCodec.format_buffers``)."""
+    return config.action.format_buffers()
 
 
 def _check_header(path: Path) -> None:

@@ -25,8 +25,8 @@ def write_bundle(path: str | Path, config: BundleConfig, tensors: dict[str, np.n
     refuse_existing(path, overwrite)
     c = config
     tensors = {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in tensors.items()}
-    required = required_tensors(c.model, c.state_dim, c.action_dim, embedded_normalizer=True)
-    check_tensors(tensors, required, optional_tensors(c.model, c.state_dim, c.action_dim), f"<tensors for {path}>")
+    required = required_tensors(c.model, c.observation, c.action, embedded_normalizer=True)
+    check_tensors(tensors, required, optional_tensors(c.model, c.observation, c.action), f"<tensors for {path}>")
     with atomic_dir(path, overwrite=overwrite) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(c.to_dict(), indent=2) + "\n", encoding="utf-8")
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})

@@ -13,10 +13,11 @@ import onnx
 
 from gptrl import __version__
 from gptrl.bundle import Bundle, load_bundle
-from gptrl.bundle.dt import is_dt_folder
+from gptrl.bundle.codecs import NUMPY
 from gptrl.bundle.files import POLICY_FILE, WEIGHTS_FILE, source_files
 from gptrl.bundle.policy_graph import VARIANT_OPSETS, metadata_props
 from gptrl.contract import GraphVariant
+from gptrl.families import family_of_folder
 from gptrl.fileio import atomic_path, check_output, sha256_file
 from gptrl.graph import build_step_graph, serialize
 from gptrl.rollout import resolve_serving
@@ -47,7 +48,21 @@ def build_policy_graph(bundle: Bundle, variant: GraphVariant = DEFAULT_VARIANT, 
     return model
 
 
-def export_onnx(
+def export_onnx(bundle_dir: str | Path, out: str | Path | None = None, *, variant: GraphVariant = DEFAULT_VARIANT,
+                kv: int | None = None, bos_cache_mode: str | None = None, **options) -> Path:
+    """Export a bundle folder's policy graph with its family's exporter (``gptrl.families``); see
+    :func:`export_causal_onnx` for the options (a Decision Transformer takes ``variant``, ``verify`` and
+    ``tolerance``)."""
+    if variant not in VARIANT_OPSETS:
+        raise ValueError(f"variant must be one of {sorted(VARIANT_OPSETS)}, got {variant!r}")
+    if variant != "stateful" and (kv is not None or bos_cache_mode is not None):
+        raise ValueError("kv and bos_cache_mode are fixed at export only in a stateful graph; the attention and "
+                         "portable graphs take them when loaded")
+    export = family_of_folder(bundle_dir).part("export")
+    return export(bundle_dir, out, variant=variant, kv=kv, bos_cache_mode=bos_cache_mode, **options)
+
+
+def export_causal_onnx(
     bundle_dir: str | Path,
     out: str | Path | None = None,
     *,
@@ -62,7 +77,7 @@ def export_onnx(
     quantize_max_loss: float = 0.02,
     allow_loss: bool = False,
 ) -> Path:
-    """Export the bundle's single-step policy to ``out`` (default ``bundle_dir/policy.onnx``).
+    """Export a Causal GPT-RL bundle's single-step policy to ``out`` (default ``bundle_dir/policy.onnx``).
 
     ``variant``: "attention" (opset 24 Attention + in-place TensorScatter, the default) or "portable" (opset 18,
     for runtimes without those ops), or "stateful" (``obs, reset, state_in.* -> action, ..., state_out.*``, standard
@@ -74,20 +89,7 @@ def export_onnx(
     return on ``quantize_episodes`` held-out seeds (1000+) of ``quantize_env`` (default: the bundle's env_id) is
     within 2% of the fp32 graph's (``allow_loss`` overrides); see ``gptrl.exporter.quantize``.
     """
-    if variant not in VARIANT_OPSETS:
-        raise ValueError(f"variant must be one of {sorted(VARIANT_OPSETS)}, got {variant!r}")
-    if variant != "stateful" and (kv is not None or bos_cache_mode is not None):
-        raise ValueError("kv and bos_cache_mode are fixed at export only in a stateful graph; the attention and "
-                         "portable graphs take them when loaded")
     bundle_dir = Path(bundle_dir)
-    if is_dt_folder(bundle_dir):
-        if variant not in (DEFAULT_VARIANT, "stateful") or kv is not None or bos_cache_mode is not None or quantize:
-            raise ValueError(f"{bundle_dir}: a Decision Transformer exports its exact windowed graph or, with "
-                             "--stateful, the stateful one (its K is fixed by the bundle; no kv, bos_cache_mode or "
-                             "quantization)")
-        from gptrl.exporter.dt.export import export_dt_onnx
-
-        return export_dt_onnx(bundle_dir, out, verify=verify, tolerance=tolerance, stateful=variant == "stateful")
     out = Path(out) if out is not None else bundle_dir / POLICY_FILE
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder; give the .onnx file to write (e.g. {out / POLICY_FILE})")
@@ -118,42 +120,70 @@ def verify_export(onnx_path: str | Path, bundle: Bundle, *, tolerance: float = 1
     """Closed-loop check of the graph against the torch PolicyRunner; returns the max action error.
 
     Two rows run 3x the context + 8 steps through ``gptrl.synthetic.ClosedLoopEnv`` on the scale of the policy's
-    normaliser, and row 1 is restarted halfway. ``name`` is the path errors mention (the file being written).
+    normaliser, and row 1 is restarted halfway; the actions, values, termination probabilities, distribution
+    parameters and log-probabilities must agree. Where the graph samples, samples drawn by both from the same
+    seeded uniforms are compared after greedy prefixes of every length up to 8 (a sample is not fed back: a tanh
+    action that saturates in float32 would make any two correct runtimes drift apart). ``name`` is the path errors
+    mention (the file being written).
     """
     from gptrl.exporter.causal.runner import load_runner
     from gptrl.runtime.policy import load_policy
 
-    c = bundle.config
     policy = load_policy(onnx_path, num_envs=num_envs)
     reference = load_runner(bundle, num_envs=num_envs, kv_cache_max_len=policy.kv_cache_max_len,
                             bos_cache_mode=policy.bos_cache_mode, positions=policy.positions)
-    norm = bundle.normalizer
-    env = ClosedLoopEnv(c.state_dim, c.action_dim, num_envs, mean=norm.mean if norm.enabled else None,
-                        std=norm.std if norm.enabled else None, seed=seed)
-    obs = env.reset()
-    reference.reset(obs)
-    policy.reset(obs)
+    loop = _ClosedLoop(bundle, num_envs, seed)
     steps = 3 * reference.kv_cache_max_len + 8
-    worst = {"action": 0.0, "value": 0.0, "termination_prob": 0.0}
+    worst = dict.fromkeys(("action", "value", "termination_prob", "dist", "log_prob"), 0.0)
+    loop.start(policy, reference)
     for t in range(steps):
-        expected, expected_info = reference.act_with_info(obs)
-        action, info = policy.act_with_info(obs)
-        worst["action"] = max(worst["action"], float(np.abs(action - expected).max()))
-        ev = expected_info["value"]
-        worst["value"] = max(worst["value"], float((np.abs(info["value"] - ev) / (1.0 + np.abs(ev))).max()))
-        if info["termination_prob"] is not None:
-            diff = np.abs(info["termination_prob"] - expected_info["termination_prob"])
-            worst["termination_prob"] = max(worst["termination_prob"], float(diff.max()))
-        obs = env.step(expected)
+        loop.compare(policy, reference, worst, deterministic=True)
         if t == steps // 2:
-            done = np.zeros(num_envs, bool)
-            done[-1] = True
+            done = np.arange(num_envs) == num_envs - 1
             reference.reset_rows(done)
             policy.reset_rows(done)
+    if policy.stochastic:
+        policy.seed(seed)
+        reference.seed(seed)
+        for prefix in range(8):
+            loop.start(policy, reference)
+            for _ in range(prefix):
+                loop.compare(policy, reference, worst, deterministic=True)
+            loop.compare(policy, reference, worst, deterministic=False)
     if max(worst.values()) > tolerance:
         raise ExportVerificationError(
             f"{name or onnx_path}: the exported graph differs from the torch PolicyRunner over {steps} closed-loop "
             f"steps: max |action diff| {worst['action']:.3e}, |value diff| / (1 + |value|) {worst['value']:.3e}, "
-            f"|termination_prob diff| {worst['termination_prob']:.3e} (tolerance {tolerance:g}); nothing was written"
+            f"|termination_prob diff| {worst['termination_prob']:.3e}, |dist diff| {worst['dist']:.3e}, "
+            f"|log_prob diff| / (1 + |log_prob|) {worst['log_prob']:.3e} (tolerance {tolerance:g}); nothing was "
+            "written"
         )
     return worst["action"]
+
+
+class _ClosedLoop:
+    """A synthetic env both runners act in (the reference's actions drive it), on the policy's observation scale."""
+
+    def __init__(self, bundle: Bundle, num_envs: int, seed: int):
+        c, norm = bundle.config, bundle.normalizer
+        self.config = c
+        self.env = ClosedLoopEnv(c.state_dim, c.action.width, num_envs, mean=norm.mean if norm.enabled else None,
+                                 std=norm.std if norm.enabled else None, seed=seed)
+
+    def start(self, policy, reference) -> None:
+        self.obs = self.config.observation.from_unit(self.env.reset())
+        reference.reset(self.obs)
+        policy.reset(self.obs)
+
+    def compare(self, policy, reference, worst: dict[str, float], *, deterministic: bool) -> None:
+        expected, want = reference.act_with_info(self.obs, deterministic=deterministic)
+        action, got = policy.act_with_info(self.obs, deterministic=deterministic)
+        worst["action"] = max(worst["action"], float(np.abs(action - expected).max()))
+        for key in ("value", "log_prob"):  # relative to the size
+            if got[key] is not None:
+                error = np.abs(got[key] - want[key]) / (1.0 + np.abs(want[key]))
+                worst[key] = max(worst[key], float(error.max()))
+        for key in ("termination_prob", "dist"):
+            if got[key] is not None:
+                worst[key] = max(worst[key], float(np.abs(got[key] - want[key]).max()))
+        self.obs = self.config.observation.from_unit(self.env.step(self.config.action.feedback(NUMPY, expected)))

@@ -1,7 +1,8 @@
 """The Causal GPT-RL single-step graph, block by block, from a bundle's numpy weights.
 
 Like onnxruntime-genai's model builder, the graph is written by hand so its cache layout is explicit and the same
-weights can target two op sets (I/O in ``gptrl.bundle.policy_graph.io_spec``, layouts in docs/format.md):
+weights can target several op sets (I/O in ``gptrl.bundle.policy_graph.io_spec``, layouts in docs/format.md). Each
+variant is a :class:`Variant`: the functions that differ between them, chosen once.
 
 ``portable`` (opset 18, any ONNX runtime)
     The new token attends to the P cached slots ``past_valid`` allows plus itself; keys are stored transposed
@@ -10,18 +11,20 @@ weights can target two op sets (I/O in ``gptrl.bundle.policy_graph.io_spec``, la
     TensorScatter writes the new key/value at ``write_index`` (in place when the runtime binds present to past's
     buffer), then Attention reads the ring of kv + 1 slots under ``attn_mask``.
 ``stateful`` (opset 18, standard ops only; docs/stateful.md)
-    ``obs, reset, state_in.* -> action, value, termination_prob, state_out.*``: the graph does the ring, mask and
-    position bookkeeping itself (per row, as a one-env runner), so any ONNX runtime drives it by feeding each
-    ``state_out.X`` back as ``state_in.X``. The cache length is fixed at export.
+    ``obs, reset, uniform, sample, state_in.* -> action, log_prob, dist, value, termination_prob, state_out.*``: the
+    graph does the ring, mask and position bookkeeping itself (per row, as a one-env runner), so any ONNX runtime
+    drives it by feeding each ``state_out.X`` back as ``state_in.X``. The cache length is fixed at export.
 
-State normalisation and the action encoding (atanh feedback, tanh squashing) are inside the graph; batch and
-cache length are dynamic. Each block below is one function; node names say where they sit
-(``/layers.0/attn/qkv_proj/MatMul``).
+The observation's features (the normaliser) and the action codec (its feedback, its distribution: greedy action, a
+sample from the ``uniform`` input, the log-probability) are inside the graph, written by the codecs themselves
+(``gptrl.bundle.codecs`` through ``gptrl.graph.ops``); batch and cache length are dynamic. Each block below is one
+function; node names say where they sit (``/layers.0/attn/qkv_proj/MatMul``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +32,10 @@ import onnx
 
 from gptrl.bundle import Bundle
 from gptrl.bundle.policy_graph import VARIANT_OPSETS, io_spec
-from gptrl.bundle.schema import ACTION_CLIP_EPS, GPT2_NORM_EPS, LLAMA_NORM_EPS
+from gptrl.bundle.schema import GPT2_NORM_EPS, LLAMA_NORM_EPS
+from gptrl.bundle.weights import TERMINATION_HEAD, VALUE_HEAD, head_sizes
 from gptrl.graph.builder import GraphBuilder
+from gptrl.graph.ops import GraphOps
 
 # onnxruntime reads IR versions up to 10 for these opsets; newer onnx packages default higher.
 IR_VERSION = {"portable": 8, "attention": 10, "stateful": 8}
@@ -43,11 +48,11 @@ class _Step:
 
     g: GraphBuilder
     bundle: Bundle
-    variant: str
-    mask: str = ""  # [B, 1, 1, slots] bool
+    variant: Variant
+    mask: str = ""  # [B, 1, 1, slots] bool (an additive 0 / -inf float bias in the stateful graph)
     cos: str = ""  # RoPE tables (Llama)
     sin: str = ""
-    # The token's inputs: raw state [B, S], env-unit action [B, A], BOS flag [B] float, position [B] int64.
+    # The token's inputs: raw observation [B, S], env-unit action [B, *action], BOS flag [B] float, position [B].
     state: str = "state"
     action: str = "action"
     is_bos: str = "is_bos"
@@ -60,83 +65,95 @@ class _Step:
     def t(self) -> dict[str, np.ndarray]:
         return self.bundle.tensors
 
+    @property
+    def ops(self) -> GraphOps:
+        return GraphOps(self.g)
+
 
 # -- blocks -------------------------------------------------------------------------------------------------------
 
 
+def _token(s: _Step, states: str) -> str:
+    """[B, 1, F] token: [observation features | action feedback * (1 - bos) | bos]."""
+    g, ops, action = s.g, s.ops, s.bundle.config.action
+    bos = g.op("Unsqueeze", s.is_bos, g.const([1], np.int64))
+    feedback = g.op("Mul", action.feedback(ops, s.action), g.op("Sub", g.const(1.0), bos))
+    return g.op("Unsqueeze", g.op("Concat", states, feedback, bos, axis=1), g.const([1], np.int64))
+
+
 def token_input(s: _Step) -> str:
-    """[s_norm | atanh(action) * (1 - bos) | bos] -> input_proj -> h [B, 1, d]."""
-    if s.variant == "stateful":
-        return token_input_folded(s)
-    g, c, norm = s.g, s.bundle.config, s.bundle.normalizer
+    """The token's features -> input_proj -> h [B, 1, d]; the normaliser as graph ops."""
+    g, encoder, norm = s.g, s.bundle.config.observation, s.bundle.normalizer
     with g.scope("input"):
-        states = s.state
-        if norm.enabled:
-            centred = g.op("Sub", s.state, g.weight("state_mean", norm.mean))
-            states = g.op("Div", centred, g.weight("state_std", norm.std))
-        low, high = c.action_low, c.action_high
-        unit = g.op("Sub", g.op("Div", g.op("Mul", g.op("Sub", s.action, g.weight("action_low", low)), g.const(2.0)),
-                                g.weight("action_range", high - low)), g.const(1.0))
-        clipped = g.op("Clip", unit, g.const(-1.0 + ACTION_CLIP_EPS), g.const(1.0 - ACTION_CLIP_EPS))
-        bos = g.op("Unsqueeze", s.is_bos, g.const([1], np.int64))
-        feedback = g.op("Mul", g.op("Atanh", clipped), g.op("Sub", g.const(1.0), bos))
-        token = g.op("Unsqueeze", g.op("Concat", states, feedback, bos, axis=1), g.const([1], np.int64))  # [B, 1, F]
+        mean, std = (g.weight("state_mean", norm.mean), g.weight("state_std", norm.std)) if norm.enabled else (None,
+                                                                                                              None)
+        token = _token(s, encoder.features(s.ops, s.state, mean, std))
     return g.linear(token, s.t["input_proj.layers.0.weight"].T, s.t["input_proj.layers.0.bias"], "input_proj")
 
 
 def token_input_folded(s: _Step) -> str:
-    """The same token with its constants folded: the normaliser into input_proj's weights and bias, the action's
-    scale to [-1, 1] into one Mul and one Add (fewer nodes; equal up to float rounding)."""
-    g, c, norm = s.g, s.bundle.config, s.bundle.normalizer
-    w = s.t["input_proj.layers.0.weight"].astype(np.float64).T  # [S + A + 1, d]
+    """The same token with the normaliser folded into input_proj's weights and bias (fewer nodes; equal up to float
+    rounding)."""
+    g, encoder, norm = s.g, s.bundle.config.observation, s.bundle.normalizer
+    w = s.t["input_proj.layers.0.weight"].astype(np.float64).T  # [F, d]
     b = s.t["input_proj.layers.0.bias"].astype(np.float64)
-    S = c.state_dim
-    if norm.enabled:  # (x - mean) / std @ W = x @ (W / std) - (mean / std) @ W
-        scale = 1.0 / norm.std.astype(np.float64)
-        b = b - (norm.mean.astype(np.float64) * scale) @ w[:S]
-        w = np.concatenate([w[:S] * scale[:, None], w[S:]])
-    low, high = c.action_low.astype(np.float64), c.action_high.astype(np.float64)
+    if norm.enabled:
+        w, b = encoder.fold(w, b, norm.mean, norm.std)
     with g.scope("input"):
-        unit = g.op("Add", g.op("Mul", s.action, g.const(2.0 / (high - low))), g.const(-(high + low) / (high - low)))
-        clipped = g.op("Clip", unit, g.const(-1.0 + ACTION_CLIP_EPS), g.const(1.0 - ACTION_CLIP_EPS))
-        bos = g.op("Unsqueeze", s.is_bos, g.const([1], np.int64))
-        feedback = g.op("Mul", g.op("Atanh", clipped), g.op("Sub", g.const(1.0), bos))
-        token = g.op("Unsqueeze", g.op("Concat", s.state, feedback, bos, axis=1), g.const([1], np.int64))  # [B, 1, F]
+        token = _token(s, encoder.features(s.ops, s.state))
     return g.linear(token, w.astype(np.float32), b.astype(np.float32), "input_proj")
 
 
-def attention_mask(s: _Step) -> None:
-    """The [B, 1, 1, slots] mask every layer uses: the ring's validity, plus the new token itself (portable)."""
+def ring_mask(s: _Step) -> None:
+    """``attention``: the [B, 1, 1, slots] mask every layer uses is the ring's validity as given."""
+    with s.g.scope("mask"):
+        s.mask = s.g.op("Unsqueeze", "attn_mask", s.g.const([1, 2], np.int64))
+
+
+def portable_mask(s: _Step) -> None:
+    """``portable``: the cached slots ``past_valid`` allows, plus the new token itself."""
     g = s.g
     with g.scope("mask"):
-        if s.variant == "attention":
-            s.mask = g.op("Unsqueeze", "attn_mask", g.const([1, 2], np.int64))
-            return
-        batch = g.op("Slice", g.op("Shape", "state"), g.const([0], np.int64), g.const([1], np.int64))
+        batch = g.op("Slice", g.op("Shape", "is_bos"), g.const([0], np.int64), g.const([1], np.int64))
         self_valid = g.op("Expand", g.const([[True]], np.bool_), g.op("Concat", batch, g.const([1], np.int64), axis=0))
         s.mask = g.op("Unsqueeze", g.op("Concat", "past_valid", self_valid, axis=1), g.const([1, 2], np.int64))
 
 
-def rope_tables(s: _Step) -> None:
-    """cos/sin of the new token's position: [B, 1, hd/2] for RotaryEmbedding, [B, 1, 1, hd] for the portable form."""
+def _inv_freq(s: _Step) -> str:
+    m = s.bundle.config.model
+    hd = m.head_dim
+    inv_freq = 1.0 / (m.rope_theta ** (np.arange(0, hd, 2, dtype=np.float32) / hd))
+    position = s.g.op("Unsqueeze", s.g.op("Cast", s.position, to=onnx.TensorProto.FLOAT), s.g.const([1], np.int64))
+    return s.g.op("Mul", position, s.g.weight("inv_freq", inv_freq.astype(np.float32)))  # [B, hd/2]
+
+
+def rope_tables_fused(s: _Step) -> None:
+    """cos/sin [B, 1, hd/2] of the new token's position, for RotaryEmbedding."""
+    g = s.g
+    with g.scope("rope"):
+        angles = g.op("Unsqueeze", _inv_freq(s), g.const([1], np.int64))
+        s.cos, s.sin = g.op("Cos", angles), g.op("Sin", angles)
+
+
+def rope_tables_plain(s: _Step) -> None:
+    """cos/sin [B, 1, 1, hd] of the new token's position, for the plain rotation."""
+    g, hd = s.g, s.bundle.config.model.head_dim
+    with g.scope("rope"):
+        freqs = _inv_freq(s)
+        angles = g.op("Reshape", g.op("Concat", freqs, freqs, axis=1), g.const([-1, 1, 1, hd], np.int64))
+        s.cos, s.sin = g.op("Cos", angles), g.op("Sin", angles)
+
+
+def rope_tables_lookup(s: _Step) -> None:
+    """Positions are 0..kv in a stateful graph: cos/sin [B, 1, 1, hd] looked up in tables computed in float64."""
     g, m = s.g, s.bundle.config.model
     hd = m.head_dim
     with g.scope("rope"):
-        if s.variant == "stateful":  # positions are 0..kv: look the tables up (computed in float64)
-            freqs = np.arange(s.max_position + 1)[:, None] / m.rope_theta ** (np.arange(0, hd, 2) / hd)[None, :]
-            angles = np.concatenate([freqs, freqs], axis=1)  # [positions, hd]
-            shape = g.const([-1, 1, 1, hd], np.int64)
-            s.cos, s.sin = (g.op("Reshape", g.op("Gather", g.const(table(angles)), s.position, axis=0), shape)
-                            for table in (np.cos, np.sin))
-            return
-        inv_freq = 1.0 / (m.rope_theta ** (np.arange(0, hd, 2, dtype=np.float32) / hd))
-        position = g.op("Unsqueeze", g.op("Cast", s.position, to=onnx.TensorProto.FLOAT), g.const([1], np.int64))
-        freqs = g.op("Mul", position, g.weight("inv_freq", inv_freq.astype(np.float32)))  # [B, hd/2]
-        if s.variant == "attention":
-            angles = g.op("Unsqueeze", freqs, g.const([1], np.int64))
-        else:
-            angles = g.op("Reshape", g.op("Concat", freqs, freqs, axis=1), g.const([-1, 1, 1, hd], np.int64))
-        s.cos, s.sin = g.op("Cos", angles), g.op("Sin", angles)
+        freqs = np.arange(s.max_position + 1)[:, None] / m.rope_theta ** (np.arange(0, hd, 2) / hd)[None, :]
+        angles = np.concatenate([freqs, freqs], axis=1)  # [positions, hd]
+        shape = g.const([-1, 1, 1, hd], np.int64)
+        s.cos, s.sin = (g.op("Reshape", g.op("Gather", g.const(table(angles)), s.position, axis=0), shape)
+                        for table in (np.cos, np.sin))
 
 
 def positional_embedding(s: _Step, h: str) -> str:
@@ -161,19 +178,29 @@ def layer_norm(g: GraphBuilder, x: str, weight: np.ndarray, bias: np.ndarray, na
                     epsilon=GPT2_NORM_EPS)
 
 
-def rope(s: _Step, x: str) -> str:
+def rope_fused(s: _Step, x: str) -> str:
+    return s.g.op("RotaryEmbedding", x, s.cos, s.sin)
+
+
+def _rotate(s: _Step, x: str, rotated: str) -> str:
+    return s.g.op("Add", s.g.op("Mul", x, s.cos), s.g.op("Mul", rotated, s.sin))
+
+
+def rope_plain(s: _Step, x: str) -> str:
+    """rotate_half as Slice, Neg and Concat."""
     g, hd = s.g, s.bundle.config.model.head_dim
-    if s.variant == "attention":
-        return g.op("RotaryEmbedding", x, s.cos, s.sin)
-    if s.variant == "stateful":  # rotate_half as one MatMul with a signed permutation: 1 node instead of 4
-        half = hd // 2
-        rotation = np.zeros((hd, hd), np.float32)
-        rotation[np.arange(half) + half, np.arange(half)] = -1.0  # out[:half] = -x[half:]
-        rotation[np.arange(half), np.arange(half) + half] = 1.0  # out[half:] = x[:half]
-        rotated = g.op("MatMul", x, g.const(rotation))
-    else:
-        rotated = g.op("Concat", g.op("Neg", g.slice_last(x, hd // 2, hd)), g.slice_last(x, 0, hd // 2), axis=-1)
-    return g.op("Add", g.op("Mul", x, s.cos), g.op("Mul", rotated, s.sin))
+    return _rotate(s, x, g.op("Concat", g.op("Neg", g.slice_last(x, hd // 2, hd)), g.slice_last(x, 0, hd // 2),
+                              axis=-1))
+
+
+def rope_matmul(s: _Step, x: str) -> str:
+    """rotate_half as one MatMul with a signed permutation: 1 node instead of 4."""
+    hd = s.bundle.config.model.head_dim
+    half = hd // 2
+    rotation = np.zeros((hd, hd), np.float32)
+    rotation[np.arange(half) + half, np.arange(half)] = -1.0  # out[:half] = -x[half:]
+    rotation[np.arange(half), np.arange(half) + half] = 1.0  # out[half:] = x[:half]
+    return _rotate(s, x, s.g.op("MatMul", x, s.g.const(rotation)))
 
 
 def attend_ring(s: _Step, i: int, q: str, k: str, v: str) -> str:
@@ -216,13 +243,39 @@ def attend_state(s: _Step, i: int, q: str, k: str, v: str) -> str:
     return y
 
 
+def split_heads(s: _Step, qkv: str) -> tuple[str, str, str]:
+    """[B, 1, 3d] -> q, k, v [B, H, 1, hd], RoPE on q and k (Llama)."""
+    g, m = s.g, s.bundle.config.model
+    d, H, hd = m.d_model, m.num_heads, m.head_dim
+    q, k, v = g.op("Split", qkv, g.const([d, d, d], np.int64), axis=-1, outputs=3)  # [B, 1, d] each
+    heads = g.const([-1, H, 1, hd], np.int64)
+    q, k, v = (g.op("Reshape", z, heads) for z in (q, k, v))  # [B, H, 1, hd]: no copy for one token
+    if m.network == "llama":
+        with g.scope("rope"):
+            q, k = s.variant.rope(s, q), s.variant.rope(s, k)
+    return q, k, v
+
+
+def split_heads_stacked(s: _Step, qkv: str) -> tuple[str, str, str]:
+    """The same with one Reshape, one Split, and RoPE on q and k together."""
+    g, m = s.g, s.bundle.config.model
+    H, hd = m.num_heads, m.head_dim
+    heads3 = g.op("Reshape", qkv, g.const([-1, 3 * H, 1, hd], np.int64))  # [B, 3H, 1, hd]
+    qk, v = g.op("Split", heads3, g.const([2 * H, H], np.int64), axis=1, outputs=2)
+    if m.network == "llama":
+        with g.scope("rope"):
+            qk = s.variant.rope(s, qk)
+    q, k = g.op("Split", qk, g.const([H, H], np.int64), axis=1, outputs=2)
+    return q, k, v
+
+
 def attention(s: _Step, i: int, x: str) -> str:
     """Self-attention of layer i on the normed input x [B, 1, d]; returns its output projection [B, 1, d]."""
-    g, m, t = s.g, s.bundle.config.model, s.t
-    d, H, hd = m.d_model, m.num_heads, m.head_dim
+    g, m, t, v_ = s.g, s.bundle.config.model, s.t, s.variant
+    d, hd = m.d_model, m.head_dim
     with g.scope("attn"):
-        # The stateful graph folds the 1/sqrt(hd) score scale into q's weights (RoPE is linear, so it commutes).
-        q_scale = np.float32(1.0 / math.sqrt(hd)) if s.variant == "stateful" else np.float32(1.0)
+        # A variant may fold the 1/sqrt(hd) score scale into q's weights (RoPE is linear, so it commutes).
+        q_scale = np.float32(1.0 / math.sqrt(hd)) if v_.fold_q_scale else np.float32(1.0)
         if m.network == "llama":
             p = f"backbone.net.layers.{i}.self_attn."
             w_qkv = np.concatenate([t[p + "q_proj.weight"] * q_scale, t[p + "k_proj.weight"], t[p + "v_proj.weight"]],
@@ -234,21 +287,7 @@ def attention(s: _Step, i: int, x: str) -> str:
             w[:, :d] *= q_scale
             b[:d] *= q_scale
             qkv = g.linear(x, w, b, "c_attn")
-        if s.variant == "stateful":  # one Reshape, one Split, and RoPE on q and k together
-            heads3 = g.op("Reshape", qkv, g.const([-1, 3 * H, 1, hd], np.int64))  # [B, 3H, 1, hd]
-            qk, v = g.op("Split", heads3, g.const([2 * H, H], np.int64), axis=1, outputs=2)
-            if m.network == "llama":
-                with g.scope("rope"):
-                    qk = rope(s, qk)
-            q, k = g.op("Split", qk, g.const([H, H], np.int64), axis=1, outputs=2)
-        else:
-            q, k, v = g.op("Split", qkv, g.const([d, d, d], np.int64), axis=-1, outputs=3)  # [B, 1, d] each
-            heads = g.const([-1, H, 1, hd], np.int64)
-            q, k, v = (g.op("Reshape", z, heads) for z in (q, k, v))  # [B, H, 1, hd]: no copy for one token
-            if m.network == "llama":
-                with g.scope("rope"):
-                    q, k = rope(s, q), rope(s, k)
-        y = {"attention": attend_ring, "portable": attend_portable, "stateful": attend_state}[s.variant](s, i, q, k, v)
+        y = v_.attend(s, i, *v_.split_heads(s, qkv))
         y = g.op("Reshape", y, g.const([-1, 1, d], np.int64))
         if m.network == "llama":
             return g.linear(y, t[p + "o_proj.weight"].T, None, "o_proj")
@@ -302,27 +341,36 @@ def final_norm(s: _Step, h: str) -> str:
 
 
 def heads(s: _Step, h: str) -> str:
-    """mu, value and termination share one MatMul; the action leaves squashed into env units. Returns its name."""
-    g, c, t = s.g, s.bundle.config, s.t
-    stateful = s.variant == "stateful"
-    action_name = "action" if stateful else "action_out"
-    A, use_eos = c.action_dim, c.model.use_eos
+    """The policy heads, value and termination share one MatMul; the action codec turns the policy heads into the
+    distribution's parameters (``dist``), the action given back (greedy, or a sample from ``uniform`` where
+    ``sample`` is set) and its ``log_prob`` (read from the latent the action came from). Returns the action's
+    name."""
+    g, c, t, ops = s.g, s.bundle.config, s.t, s.ops
+    codec, names = c.action, s.variant.outputs
+    sizes = head_sizes(c.model, codec)
     with g.scope("heads"):
-        used = [0, 2] + ([3] if use_eos else [])
-        w = np.concatenate([t[f"output_head.{k}.layers.1.weight"] for k in used], axis=0).T
-        b = np.concatenate([t[f"output_head.{k}.layers.1.bias"] for k in used], axis=0)
-        out = g.op("Squeeze", g.linear(g.op("Relu", h), w, b, "output_heads"), g.const([1], np.int64))  # [B, A + 2]
-        low, high = c.action_low, c.action_high
-        mu = g.slice_last(out, 0, A)
-        g.op("Add", g.op("Mul", g.op("Tanh", mu), g.weight("action_half_range", (high - low) / 2)),
-             g.weight("action_mid", (high + low) / 2), outputs=[action_name])
+        w = np.concatenate([t[f"output_head.{k}.layers.1.weight"] for k in sizes], axis=0).T
+        b = np.concatenate([t[f"output_head.{k}.layers.1.bias"] for k in sizes], axis=0)
+        out = g.op("Squeeze", g.linear(g.op("Relu", h), w, b, "output_heads"), g.const([1], np.int64))  # [B, sum]
+        columns, start = {}, 0
+        for k, n in sizes.items():
+            columns[k], start = ops.slice(out, start, start + n), start + n
+        params = codec.params(ops, {k: columns[k] for k in codec.heads})
+        g.op("Identity", params, outputs=["dist"])
+        with g.scope("sample"):
+            drawn = codec.sample_latent(ops, params, "uniform")
+            rows = "sample" if not codec.shape else g.op("Unsqueeze", "sample", g.const([-1], np.int64))
+            latent = g.op("Where", rows, drawn, codec.greedy_latent(ops, params))
+        action = g.op("Identity", codec.action_of(ops, latent), outputs=[names["action"]])
+        with g.scope("log_prob"):
+            g.op("Identity", codec.latent_log_prob(ops, params, latent), outputs=["log_prob"])
         last = g.const([-1], np.int64)
-        g.op("Squeeze", g.slice_last(out, A, A + 1), last, outputs=["value"])
-        if use_eos:
-            g.op("Squeeze", g.op("Sigmoid", g.slice_last(out, A + 1, A + 2)), last, outputs=["termination_prob"])
-        elif not stateful:  # the step graphs always have this output; a stateful graph has it only with the head
+        g.op("Squeeze", columns[VALUE_HEAD], last, outputs=["value"])
+        if TERMINATION_HEAD in columns:
+            g.op("Squeeze", g.op("Sigmoid", columns[TERMINATION_HEAD]), last, outputs=["termination_prob"])
+        elif names["termination_always"]:  # a step graph always has this output; a stateful one only with the head
             g.op("Mul", "value", g.const(0.0), outputs=["termination_prob"])
-    return action_name
+    return action
 
 
 def stateful_bookkeeping(s: _Step, kv: int, bos_cache_mode: str) -> None:
@@ -364,6 +412,50 @@ def stateful_bookkeeping(s: _Step, kv: int, bos_cache_mode: str) -> None:
         g.op("Identity", "obs", outputs=["state_out.prev_obs"])
 
 
+def stateful_prepare(s: _Step, kv: int | None, bos_cache_mode: str) -> None:
+    stateful_bookkeeping(s, int(kv), bos_cache_mode)  # type: ignore[arg-type]
+    s.max_position = int(kv)  # type: ignore[arg-type]
+
+
+def stateful_state_out(s: _Step, action: str) -> None:
+    s.g.op("Identity", action, outputs=["state_out.prev_action"])
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What differs between the step graphs, as functions chosen once (the blocks above call them)."""
+
+    prepare: Callable[[_Step, int | None, str], None]  # before the token: the stateful graph's bookkeeping
+    token_input: Callable[[_Step], str]
+    mask: Callable[[_Step], None]  # the attention mask (the stateful graph's bookkeeping makes its own)
+    rope_tables: Callable[[_Step], None]
+    rope: Callable[[_Step, str], str]
+    split_heads: Callable[[_Step, str], tuple[str, str, str]]
+    attend: Callable[[_Step, int, str, str, str], str]
+    finish: Callable[[_Step, str], None]  # after the heads, given the action's name
+    fold_q_scale: bool  # 1/sqrt(hd) folded into q's weights (the attend function does not scale)
+    outputs: dict  # "action": its output name; "termination_always": a zero termination_prob without the head
+
+
+def _nothing(*_: object) -> None:
+    return None
+
+
+_STEP_OUTPUTS = {"action": "action_out", "termination_always": True}
+VARIANTS: dict[str, Variant] = {
+    "attention": Variant(prepare=_nothing, token_input=token_input, mask=ring_mask, rope_tables=rope_tables_fused,
+                         rope=rope_fused, split_heads=split_heads, attend=attend_ring, finish=_nothing,
+                         fold_q_scale=False, outputs=_STEP_OUTPUTS),
+    "portable": Variant(prepare=_nothing, token_input=token_input, mask=portable_mask, rope_tables=rope_tables_plain,
+                        rope=rope_plain, split_heads=split_heads, attend=attend_portable, finish=_nothing,
+                        fold_q_scale=False, outputs=_STEP_OUTPUTS),
+    "stateful": Variant(prepare=stateful_prepare, token_input=token_input_folded, mask=_nothing,
+                        rope_tables=rope_tables_lookup, rope=rope_matmul, split_heads=split_heads_stacked,
+                        attend=attend_state, finish=stateful_state_out, fold_q_scale=True,
+                        outputs={"action": "action", "termination_always": False}),
+}
+
+
 # -- the graph ----------------------------------------------------------------------------------------------------
 
 
@@ -374,22 +466,17 @@ def build_step_graph(bundle: Bundle, variant: str = "attention", *, kv: int | No
     ``kv`` and ``bos_cache_mode`` are fixed into a stateful graph (the other variants take them at run time).
     """
     inputs, outputs = io_spec(variant, bundle.config, kv)  # refuses an unknown variant
-    s = _Step(GraphBuilder(), bundle, variant)
-    if variant == "stateful":
-        stateful_bookkeeping(s, int(kv), bos_cache_mode)  # type: ignore[arg-type]
-        s.max_position = int(kv)  # type: ignore[arg-type]
-    h = token_input(s)
-    if variant != "stateful":
-        attention_mask(s)
+    s = _Step(GraphBuilder(), bundle, VARIANTS[variant])
+    s.variant.prepare(s, kv, bos_cache_mode)
+    h = s.variant.token_input(s)
+    s.variant.mask(s)
     if bundle.config.model.network == "llama":
-        rope_tables(s)
+        s.variant.rope_tables(s)
     else:
         h = positional_embedding(s, h)
     for i in range(bundle.config.model.num_layers):
         h = decoder_layer(s, i, h)
-    action = heads(s, final_norm(s, h))
-    if variant == "stateful":
-        s.g.op("Identity", action, outputs=["state_out.prev_action"])
+    s.variant.finish(s, heads(s, final_norm(s, h)))
     return s.g.model("gptrl_policy_step", inputs, outputs, VARIANT_OPSETS[variant], IR_VERSION[variant])
 
 

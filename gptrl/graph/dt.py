@@ -1,6 +1,6 @@
 """The Decision Transformer's exact windowed graph, block by block, from a DT bundle's numpy tensors (no torch).
 
-Inputs are the window ``gptrl.dt_window.DTWindow`` keeps: ``states`` [B, K, S] (normalised), ``actions`` [B, K, A],
+Inputs are the window ``gptrl.rollout.window.DTWindow`` keeps: ``states`` [B, K, S] (normalised), ``actions`` [B, K, A],
 ``returns_to_go`` [B, K, 1] (model units), ``timesteps`` [B, K] int64 and ``attention_mask`` [B, K] (1 = a real
 step); the output ``action`` [B, A] is ``action_preds[:, -1]``, read at the last state token. K is fixed at export,
 the batch is dynamic. Standard opset-18 ops only.
@@ -122,7 +122,7 @@ def build_dt_window_graph(bundle: DTBundle, tensors: dict[str, np.ndarray]) -> o
 
 def build_dt_stateful_graph(bundle: DTBundle, tensors: dict[str, np.ndarray]) -> onnx.ModelProto:
     """``obs, reset, reward, target_return, state_in.* -> action, state_out.*``: the window bookkeeping of
-    ``gptrl.dt_window`` as graph ops, around the same windowed model.
+    ``gptrl.rollout.window`` as graph ops, around the same windowed model.
 
     Per row: ``reset`` (or an all-zeros state) begins an episode with ``obs`` as s0 and the return-to-go
     ``target_return / scale``; otherwise the window slides by one and the new step is (obs, 0,

@@ -4,8 +4,8 @@
     policy = load_policy("bundles/hopper-v5")      # a bundle folder with policy.onnx, or a .onnx file
     policy.reset(obs); action = policy.act(obs)
 
-It depends only on the bundle format (``gptrl.bundle``) and the rollout contract (``gptrl.rollout``). Nothing here
-imports torch (a test runs it with torch made unimportable).
+It depends on the bundle format (``gptrl.bundle``), the rollout contract (``gptrl.rollout``) and the family registry
+(``gptrl.families``). Nothing here imports torch (a test runs it with torch made unimportable).
 """
 
 from gptrl.contract import Policy

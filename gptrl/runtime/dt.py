@@ -1,23 +1,41 @@
 """The torch-free Decision Transformer policies: the exact windowed graph driven through onnxruntime with the same
-window bookkeeping as the torch runner (``gptrl.dt_window``), and the stateful graph, which keeps the window
+window bookkeeping as the torch runner (``gptrl.rollout.window``), and the stateful graph, which keeps the window
 itself."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from gptrl.bundle.dt import DTConfig, DTSidecar, dt_state_spec
+from gptrl.bundle.codecs import FloatVector
+from gptrl.bundle.dt import (
+    DT_STATEFUL_FORMAT,
+    KEY_WEIGHTS_FILE,
+    DTConfig,
+    DTSidecar,
+    check_folder_agrees,
+    dt_io_spec,
+    dt_state_spec,
+    dt_stateful_io_spec,
+    read_dt_metadata,
+)
+from gptrl.bundle.policy_graph import KEY_FORMAT, KEY_GRAPH_SHA256, KEY_WEIGHTS_SHA256
 from gptrl.contract import StepInfo
-from gptrl.dt_window import DTWindow, WindowPolicy, check_dt_serving, check_rewards, check_target
-from gptrl.rollout import PolicyBase, check_batch, check_mask, check_outputs
-from gptrl.runtime.session import bind_array
+from gptrl.rollout import PolicyBase, Rows, check_outputs
+from gptrl.rollout.window import DTWindow, WindowPolicy, check_dt_serving, check_rewards, check_target, check_targets
+from gptrl.runtime.buffers import StateBuffers
+from gptrl.runtime.checks import check_io, check_seal
+
+DETERMINISTIC = "a Decision Transformer's action head is deterministic"
 
 
 class DTPolicy(WindowPolicy):
     """``reset(obs, target_return=None)``, ``act(obs, reward=None)``, ``act_with_info``, ``reset_rows``, batches."""
+
+    deterministic_reason = DETERMINISTIC
 
     def __init__(self, session: ort.InferenceSession, config: DTConfig, sidecar: DTSidecar, *, num_envs: int = 1):
         self.session, self.config, self.sidecar, self.env_id = session, config, sidecar, sidecar.env_id
@@ -37,81 +55,75 @@ class DTPolicy(WindowPolicy):
 
 class StatefulDTPolicy(PolicyBase):
     """A stateful Decision Transformer graph (``obs, reset, reward, target_return, state_in.* -> action,
-    state_out.*``) behind the same contract as :class:`DTPolicy`. The graph keeps the window itself; the state lives
-    in two preallocated buffer sets that two IOBindings alternate between, as in ``StatefulPolicy``."""
+    state_out.*``) behind the same contract as :class:`DTPolicy`; the graph keeps the window itself."""
 
     return_conditioned = True
     positions = "per_row"
+    deterministic_reason = DETERMINISTIC
 
     def __init__(self, session: ort.InferenceSession, config: DTConfig, sidecar: DTSidecar, *, num_envs: int = 1):
         self.session, self.config, self.sidecar, self.env_id = session, config, sidecar, sidecar.env_id
         B = self.num_envs = check_dt_serving(num_envs, config.n_head, sidecar.context_length)  # before allocating
+        self.rows = Rows(B, FloatVector.unbounded(config.state_dim))
         self._inputs = {"obs": np.zeros((B, config.state_dim), np.float32), "reset": np.zeros(B, bool),
                         "reward": np.zeros(B, np.float32), "target_return": np.zeros(B, np.float32)}
         self._action = np.zeros((B, config.act_dim), np.float32)
-        specs = dt_state_spec(config, sidecar.context_length)
-        self._states = [{s.name: np.zeros([B, *s.shape[1:]], np.float32) for s in specs} for _ in range(2)]
-        self._bindings = [self._bind(self._states[k], self._states[1 - k]) for k in (0, 1)]
-        self._current = 0
-        self._begun = np.zeros(B, bool)  # rows with an episode
-        self._pending = np.zeros(B, bool)  # rows whose next step is step 0
-        self._reset_obs = np.zeros((B, config.state_dim), np.float32)
-        self._use_reset_obs = np.zeros(B, bool)  # reset() gave s0; reset_rows() takes it from the next act
-        self._target = np.zeros(B, np.float32)
-        self.steps = np.zeros(B, np.int64)
-
-    def _bind(self, state_in: dict[str, np.ndarray], state_out: dict[str, np.ndarray]) -> ort.IOBinding:
-        io = self.session.io_binding()
-        for name, array in self._inputs.items():
-            bind_array(io.bind_input, name, array)
-        bind_array(io.bind_output, "action", self._action)
-        for name, array in state_in.items():
-            bind_array(io.bind_input, f"state_in.{name}", array)
-        for name, array in state_out.items():
-            bind_array(io.bind_output, f"state_out.{name}", array)
-        return io
+        self.buffers = StateBuffers(session, dt_state_spec(config, sidecar.context_length), B, self._inputs,
+                                    {"action": self._action})
+        self._target = np.zeros(B, np.float32)  # each row's target (env units), read when its episode begins
 
     def _never_started(self) -> np.ndarray:
-        return ~self._begun
+        return ~self.rows.started
 
     def reset(self, obs: Any, target_return: Any = None) -> None:
         """Start every row's episode from ``obs``; ``target_return`` in env units (None: the bundle's default)."""
-        obs32, _ = check_batch(obs, self.num_envs, self.config.state_dim, "observation")
-        self._target[:] = check_target(target_return, self.num_envs, self.sidecar.target_return)
-        self._reset_obs[:] = obs32
-        self._use_reset_obs[:] = self._pending[:] = self._begun[:] = True
+        target = check_target(target_return, self.num_envs, self.sidecar.target_return)
+        self.rows.reset(obs)
+        self._target[:] = target
 
     def reset_rows(self, done_mask: Any, target_return: Any = None) -> None:
         """Restart the flagged rows; the observation each receives in its next act is its s0."""
-        mask = check_mask(done_mask, self.num_envs)
-        if mask.any():
-            self._target[mask] = check_target(target_return, self.num_envs, self.sidecar.target_return)[mask]
-            self._pending |= mask
-            self._use_reset_obs &= ~mask
-            self._begun |= mask
+        mask, target = check_targets(done_mask, target_return, self.num_envs, self.sidecar.target_return)
+        self.rows.reset_rows(mask)
+        self._target[mask] = target[mask]
 
-    def act_with_info(self, obs: Any, reward: Any = None) -> tuple[np.ndarray, StepInfo]:
+    def act_with_info(self, obs: Any, reward: Any = None, *, deterministic: bool = True) -> tuple[np.ndarray, StepInfo]:
         """The action for this step (``reward``: what the env returned with ``obs``; not read on a row's first
         step); info["value"] is the return still to go (env units) the action aims for, read from the new state."""
-        idle = np.flatnonzero(~self._begun)
-        if idle.size:
-            raise RuntimeError(f"act() called before reset(): rows {idle.tolist()} have no episode")
-        obs32, single = check_batch(obs, self.num_envs, self.config.state_dim, "observation")
-        running = ~self._pending
+        self.uniforms(0, deterministic)  # refuses to sample: the head has no distribution
+        step = self.rows.begin(obs)
+        running = ~step.begins
         if running.any():
             self._inputs["reward"][:] = np.where(running, check_rewards(reward, self.num_envs, running), 0.0)
-        np.copyto(self._inputs["obs"], np.where(self._use_reset_obs[:, None], self._reset_obs, obs32))
-        self._inputs["reset"][:] = self._pending
+        np.copyto(self._inputs["obs"], step.obs)
+        self._inputs["reset"][:] = step.begins
         self._inputs["target_return"][:] = self._target
-        self.session.run_with_iobinding(self._bindings[self._current])
-        to_go = (self._states[1 - self._current]["returns_to_go"][:, -1, 0] * self.sidecar.scale).astype(np.float32)
-        check_outputs(self._action, to_go, None, self.steps)  # on error the state is not advanced
-        self._current = 1 - self._current
-        self.steps[self._pending] = 0
-        self.steps += 1
-        self._pending[:] = self._use_reset_obs[:] = False
-        pick = (lambda a: a[0].copy()) if single else (lambda a: a.copy())
-        return pick(self._action), {"value": pick(to_go), "termination_prob": None}
+        self.buffers.run(self.session)
+        to_go = (self.buffers.state_out["returns_to_go"][:, -1, 0] * self.sidecar.scale).astype(np.float32)
+        check_outputs(self._action, to_go, None, self.rows.steps)  # on error the state is not advanced
+        self.buffers.advance()
+        self.rows.end()
+        pick = (lambda a: a[0].copy()) if step.single else (lambda a: a.copy())
+        return pick(self._action), {"value": pick(to_go), "termination_prob": None, "dist": None, "log_prob": None}
 
-    def act(self, obs: Any, reward: Any = None) -> np.ndarray:
-        return self.act_with_info(obs, reward)[0]
+
+def load_dt_policy(session: ort.InferenceSession, props: dict[str, str], onnx_path: Path, *, in_folder: bool,
+                   num_envs: int = 1, kv_cache_max_len: Any = None, bos_cache_mode: Any = None,
+                   positions: Any = None) -> DTPolicy | StatefulDTPolicy:
+    """The Decision Transformer family's runtime policy for a loaded graph (``gptrl.families``)."""
+    from gptrl.runtime.policy import check_weights
+
+    if kv_cache_max_len is not None or bos_cache_mode is not None or positions not in (None, "per_row"):
+        raise ValueError(f"{onnx_path}: a Decision Transformer has no key/value cache and keeps per-row windows: it "
+                         "takes no kv_cache_max_len, bos_cache_mode or shared positions")
+    config, sidecar = read_dt_metadata(props, str(onnx_path))
+    check_seal(onnx_path, props.get(KEY_GRAPH_SHA256, ""))
+    stateful = props.get(KEY_FORMAT) == DT_STATEFUL_FORMAT
+    want_in, want_out = (dt_stateful_io_spec if stateful else dt_io_spec)(config, sidecar.context_length)
+    check_io(session, want_in, want_out, str(onnx_path),
+             "stateful Decision Transformer" if stateful else "Decision Transformer window")
+    check_weights(onnx_path, onnx_path.parent / props.get(KEY_WEIGHTS_FILE, ""), props.get(KEY_WEIGHTS_SHA256, ""),
+                  in_folder)
+    if in_folder:
+        check_folder_agrees(onnx_path.parent, config, sidecar, str(onnx_path))
+    return (StatefulDTPolicy if stateful else DTPolicy)(session, config, sidecar, num_envs=num_envs)

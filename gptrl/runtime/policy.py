@@ -14,28 +14,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gptrl.bundle.dt import (
-    DT_FORMAT,
-    DT_STATEFUL_FORMAT,
-    KEY_WEIGHTS_FILE,
-    check_folder_agrees,
-    dt_io_spec,
-    dt_stateful_io_spec,
-    read_dt_metadata,
-)
 from gptrl.bundle.files import POLICY_FILE, WEIGHTS_FILE
-from gptrl.bundle.policy_graph import KEY_FORMAT, PolicyMetadata, TensorSpec, io_spec, read_metadata, verify_seal
+from gptrl.bundle.policy_graph import FORMAT_V1, PolicyMetadata, io_spec, read_metadata
 from gptrl.contract import BosCacheMode, PositionMode
 from gptrl.errors import BundleError
+from gptrl.families import family_of_graph
 from gptrl.fileio import sha256_file
-from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, resolve_serving
-from gptrl.runtime.dt import DTPolicy, StatefulDTPolicy
+from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, StepOutputs, resolve_serving
+from gptrl.runtime.checks import check_io, check_seal
 from gptrl.runtime.session import bind_array, make_session, session_device
 from gptrl.runtime.stateful import StatefulPolicy
 
 log = logging.getLogger("gptrl.runtime")
-
-_ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)", "bool": "tensor(bool)"}
 
 
 class OnnxPolicy(CachedPolicy):
@@ -55,7 +45,7 @@ class OnnxPolicy(CachedPolicy):
         self.metadata, self.session, self.variant = metadata, session, metadata.variant
         kv, mode = resolve_serving(config, kv_cache_max_len, bos_cache_mode, num_envs)
         ring = kv + 1 if self.variant == "attention" else kv
-        self.state = RolloutState(num_envs, config.state_dim, config.action_dim, kv, mode, ring_size=ring,
+        self.state = RolloutState(num_envs, config.observation, config.action, kv, mode, ring_size=ring,
                                   positions=positions)
         self.device = session_device(session)
         self._allocate()
@@ -63,19 +53,31 @@ class OnnxPolicy(CachedPolicy):
 
     # -- buffers and bindings ----------------------------------------------------
 
+    @property
+    def stochastic(self) -> bool:
+        return self.metadata.sampling and self.config.action.stochastic
+
+    @property
+    def deterministic_reason(self) -> str:
+        return (f"a {FORMAT_V1} graph has no sampling inputs: re-export it with `gptrl export` to sample"
+                if not self.metadata.sampling else "its head describes no distribution to sample from")
+
     def _allocate(self) -> None:
-        c, m = self.config, self.config.model
-        B, S, A, H, hd, L = self.num_envs, c.state_dim, c.action_dim, m.num_heads, m.head_dim, m.num_layers
+        c, m, codec = self.config, self.config.model, self.config.action
+        B, S, H, hd, L = self.num_envs, c.state_dim, m.num_heads, m.head_dim, m.num_layers
         ring = self.state.ring_size
         f32 = np.float32
         self._in = {
-            "state": np.zeros((B, S), f32),
-            "action": np.zeros((B, A), f32),
+            "state": np.zeros((B, S), c.observation.dtype),
+            "action": np.zeros((B, *codec.shape), codec.dtype),
             "is_bos": np.zeros(B, f32),
             "position": np.zeros(B, np.int64),
         }
-        self._out = {"action_out": np.zeros((B, A), f32), "value": np.zeros(B, f32),
+        self._out = {"action_out": np.zeros((B, *codec.shape), codec.dtype), "value": np.zeros(B, f32),
                      "termination_prob": np.zeros(B, f32)}
+        if self.metadata.sampling:
+            self._in |= {"uniform": np.zeros((B, codec.noise_width), f32), "sample": np.zeros(B, bool)}
+            self._out |= {"log_prob": np.zeros(B, f32), "dist": np.zeros((B, codec.param_width), f32)}
         if self.variant == "attention":
             self._in["write_index"] = np.zeros(B, np.int64)
             self._in["attn_mask"] = np.zeros((B, ring), bool)
@@ -124,13 +126,15 @@ class OnnxPolicy(CachedPolicy):
 
     # -- one step ------------------------------------------------------------------
 
-    def _forward(self, step: StepInputs):
+    def _forward(self, step: StepInputs) -> StepOutputs:
         state, ins = self.state, self._in
         slot = state.slot
         ins["state"][:] = step.states
         ins["action"][:] = step.actions
         ins["is_bos"][:] = step.is_bos
         ins["position"][:] = state.position_ids()
+        if self.metadata.sampling:
+            ins["uniform"][:], ins["sample"][:] = step.uniform, step.sample
         if self.variant == "attention":
             ins["write_index"][:] = slot
             mask = ins["attn_mask"]
@@ -144,64 +148,17 @@ class OnnxPolicy(CachedPolicy):
         for cache_k, cache_v, new_k, new_v in self._slot_writes:  # portable graph only
             cache_k[:, :, :, slot] = new_k
             cache_v[:, :, slot, :] = new_v
-        term = self._out["termination_prob"].copy() if self.config.model.use_eos else None
-        return self._out["action_out"].copy(), self._out["value"].copy(), term
+        out = self._out
+        term = out["termination_prob"].copy() if self.config.model.use_eos else None
+        copy = lambda name: out[name].copy() if name in out else None
+        return StepOutputs(copy("action_out"), copy("value"), term, copy("dist"), copy("log_prob"))
 
 
 def check_graph_io(session: ort.InferenceSession, metadata: PolicyMetadata, source: str) -> None:
     """The session's inputs and outputs must be exactly those ``io_spec`` gives for the metadata's variant."""
-    want_in, want_out = io_spec(metadata.variant, metadata.config, metadata.kv_cache_max_len)
-    _check_io(session, want_in, want_out, source, f"variant {metadata.variant!r}")
-
-
-def _axis_ok(want: int | str, have: int | str | None) -> bool:
-    """An axis the spec names (``batch``, ``ring``) must be dynamic in the graph too (a graph fixing the batch to 1
-    would load and then fail at the first step with two envs); a numbered axis must have that size."""
-    return (have is None or isinstance(have, str)) if isinstance(want, str) else have == want
-
-
-def _check_io(session: ort.InferenceSession, want_in: list[TensorSpec], want_out: list[TensorSpec], source: str,
-              what: str) -> None:
-    for kind, want, have in (("input", want_in, session.get_inputs()), ("output", want_out, session.get_outputs())):
-        got = {arg.name: arg for arg in have}
-        missing = [s.name for s in want if s.name not in got]
-        extra = sorted(set(got) - {s.name for s in want})
-        if missing or extra:
-            raise BundleError(f"{source}: the graph's {kind}s disagree with its metadata ({what}): "
-                              f"missing {missing}, unexpected {extra}")
-        for spec in want:
-            arg = got[spec.name]
-            shape = arg.shape or []
-            fixed_ok = len(shape) == len(spec.shape) and all(_axis_ok(w, h) for w, h in zip(spec.shape, shape))
-            if arg.type != _ORT_TYPES[spec.dtype] or not fixed_ok:
-                raise BundleError(f"{source}: {kind} '{spec.name}' is {arg.type} {shape}, but the metadata implies "
-                                  f"{_ORT_TYPES[spec.dtype]} {list(spec.shape)}")
-
-
-def _check_seal(onnx_path: Path, digest: str) -> None:
-    if not digest:
-        raise BundleError(f"{onnx_path}: carries no seal (metadata 'gptrl.graph_sha256'); it was exported by an older "
-                          f"gptrl or by another tool: re-export it with `gptrl export`")
-    if not verify_seal(onnx_path.read_bytes(), digest):
-        raise BundleError(f"{onnx_path}: its bytes do not match the seal recorded at export (metadata "
-                          "'gptrl.graph_sha256'): the graph was changed or damaged after export; re-export it")
-
-
-def _load_dt_policy(session: ort.InferenceSession, props: dict[str, str], onnx_path: Path, path: str | Path,
-                    num_envs: int) -> DTPolicy | StatefulDTPolicy:
-    config, sidecar = read_dt_metadata(props, str(onnx_path))
-    _check_seal(onnx_path, props.get("gptrl.graph_sha256", ""))
-    stateful = props.get(KEY_FORMAT) == DT_STATEFUL_FORMAT
-    want_in, want_out = (dt_stateful_io_spec if stateful else dt_io_spec)(config, sidecar.context_length)
-    _check_io(session, want_in, want_out, str(onnx_path),
-              "stateful Decision Transformer" if stateful else "Decision Transformer window")
-    weights = onnx_path.parent / props.get(KEY_WEIGHTS_FILE, "")
-    if Path(path).is_dir() and weights.is_file() and props.get("gptrl.weights_sha256") != sha256_file(weights):
-        raise BundleError(f"{onnx_path}: was exported from other weights than {weights} (sha256 differs); "
-                          f"re-export with `gptrl export {onnx_path.parent}`")
-    if Path(path).is_dir():
-        check_folder_agrees(onnx_path.parent, config, sidecar, str(onnx_path))
-    return (StatefulDTPolicy if stateful else DTPolicy)(session, config, sidecar, num_envs=num_envs)
+    want_in, want_out = io_spec(metadata.variant, metadata.config, metadata.kv_cache_max_len,
+                                sampling=metadata.sampling)
+    check_io(session, want_in, want_out, source, f"variant {metadata.variant!r}")
 
 
 def resolve_policy_path(path: str | Path) -> Path:
@@ -225,14 +182,15 @@ def load_policy(
     providers: str | list[str] | None = None,
     intra_op_threads: int = 1,
     positions: PositionMode | None = None,
-) -> OnnxPolicy | StatefulPolicy | DTPolicy | StatefulDTPolicy:
-    """Load a bundle folder holding policy.onnx, or a bare .onnx file: an :class:`OnnxPolicy` for the attention and
-    portable graphs, a :class:`StatefulPolicy` for a stateful one, and for Decision Transformers a
-    :class:`DTPolicy` (window graph) or :class:`StatefulDTPolicy` (recognised from the metadata).
+):
+    """Load a bundle folder holding policy.onnx, or a bare .onnx file, as the runtime policy of its family
+    (``gptrl.families``, from the graph's ``gptrl.format`` metadata): for Causal GPT-RL an :class:`OnnxPolicy` (the
+    attention and portable graphs) or a :class:`StatefulPolicy`; for Decision Transformers a ``DTPolicy`` (window
+    graph) or ``StatefulDTPolicy``.
 
     Before anything runs: the file's seal must match its bytes (a changed initializer or node is refused), its
     inputs and outputs must match its metadata, and in a bundle folder the graph must have been exported from the
-    folder's model.safetensors (sha256), so stale exports are refused rather than silently run.
+    folder's weights (sha256), so stale exports are refused rather than silently run.
     """
     onnx_path = resolve_policy_path(path)
     try:
@@ -243,17 +201,27 @@ def load_policy(
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise BundleError(f"{onnx_path}: onnxruntime cannot load it ({type(exc).__name__}: {first_line})") from None
     props = session.get_modelmeta().custom_metadata_map
-    if props.get(KEY_FORMAT) in (DT_FORMAT, DT_STATEFUL_FORMAT):
-        return _load_dt_policy(session, props, onnx_path, path, num_envs)
+    load = family_of_graph(props, str(onnx_path)).part("policy")
+    return load(session, props, onnx_path, in_folder=Path(path).is_dir(), num_envs=num_envs,
+                kv_cache_max_len=kv_cache_max_len, bos_cache_mode=bos_cache_mode, positions=positions)
+
+
+def check_weights(onnx_path: Path, weights: Path, digest: str, in_folder: bool) -> None:
+    """In a bundle folder, the graph must have been exported from the folder's weights."""
+    if in_folder and weights.is_file() and digest != sha256_file(weights):
+        raise BundleError(f"{onnx_path}: was exported from other weights than {weights} (sha256 differs); "
+                          f"re-export with `gptrl export {onnx_path.parent}`")
+
+
+def load_causal_policy(session: ort.InferenceSession, props: dict[str, str], onnx_path: Path, *, in_folder: bool,
+                       num_envs: int = 1, kv_cache_max_len: int | None = None,
+                       bos_cache_mode: BosCacheMode | None = None,
+                       positions: PositionMode | None = None) -> OnnxPolicy | StatefulPolicy:
+    """The Causal GPT-RL family's runtime policy for a loaded graph (``gptrl.families``)."""
     metadata = read_metadata(props, str(onnx_path))
-    _check_seal(onnx_path, metadata.graph_sha256)
+    check_seal(onnx_path, metadata.graph_sha256)
     check_graph_io(session, metadata, str(onnx_path))
-    weights = onnx_path.parent / WEIGHTS_FILE
-    if Path(path).is_dir() and weights.is_file() and metadata.weights_sha256 != sha256_file(weights):
-        raise BundleError(
-            f"{onnx_path}: was exported from other weights than {weights} (sha256 differs); "
-            f"re-export with `gptrl export {onnx_path.parent}`"
-        )
+    check_weights(onnx_path, onnx_path.parent / WEIGHTS_FILE, metadata.weights_sha256, in_folder)
     if metadata.variant == "stateful":
         fixed = {"kv_cache_max_len": (kv_cache_max_len, metadata.kv_cache_max_len),
                  "bos_cache_mode": (bos_cache_mode, metadata.bos_cache_mode)}

@@ -1,8 +1,8 @@
-"""The torch-free policy for a stateful graph: ``obs, reset, state_in.* -> action, ..., state_out.*``.
+"""The torch-free policy for a Causal GPT-RL stateful graph: ``obs, reset, [uniform, sample,] state_in.* -> action,
+..., state_out.*``.
 
 The graph keeps the episode (ring, mask, positions) itself, so a step here is one copy in, one run and one copy
-out. The state lives in two preallocated sets of buffers; two IOBindings point the graph from one set to the
-other and the policy alternates between them, so nothing is allocated or copied per step for the state.
+out; the state alternates between two buffer sets (``gptrl.runtime.buffers``).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from gptrl.bundle.policy_graph import PolicyMetadata, state_spec
+from gptrl.bundle.policy_graph import FORMAT_V1, PolicyMetadata, state_spec
 from gptrl.contract import PositionMode, StepInfo
-from gptrl.rollout import MAX_NUM_ENVS, PolicyBase, check_batch, check_mask, check_outputs, resolve_serving
-from gptrl.runtime.session import bind_array
+from gptrl.rollout import PolicyBase, Rows, check_outputs, resolve_serving
+from gptrl.runtime.buffers import StateBuffers
 
 
 class StatefulPolicy(PolicyBase):
@@ -27,36 +27,17 @@ class StatefulPolicy(PolicyBase):
         self.variant = metadata.variant
         kv = metadata.kv_cache_max_len
         resolve_serving(self.config, kv, metadata.bos_cache_mode, num_envs)  # limits, before allocating
-        self.num_envs = int(num_envs)
-        B, c = self.num_envs, self.config
-        if B > MAX_NUM_ENVS:  # pragma: no cover - resolve_serving refused it already
-            raise ValueError(f"num_envs={B} exceeds {MAX_NUM_ENVS}")
-        self._obs = np.zeros((B, c.state_dim), np.float32)
-        self._reset = np.zeros(B, bool)
-        self._out = {"action": np.zeros((B, c.action_dim), np.float32), "value": np.zeros(B, np.float32)}
+        c, codec = self.config, self.config.action
+        self.rows = Rows(num_envs, c.observation)
+        B = self.num_envs = self.rows.num_envs
+        self._in = {"obs": np.zeros((B, c.state_dim), c.observation.dtype), "reset": np.zeros(B, bool)}
+        self._out = {"action": np.zeros((B, *codec.shape), codec.dtype), "value": np.zeros(B, np.float32)}
+        if metadata.sampling:
+            self._in |= {"uniform": np.zeros((B, codec.noise_width), np.float32), "sample": np.zeros(B, bool)}
+            self._out |= {"log_prob": np.zeros(B, np.float32), "dist": np.zeros((B, codec.param_width), np.float32)}
         if c.model.use_eos:
             self._out["termination_prob"] = np.zeros(B, np.float32)
-        specs = state_spec(c, kv)  # type: ignore[arg-type]
-        self._states = [{t.name: np.zeros([B, *t.shape[1:]], np.float32) for t in specs} for _ in range(2)]
-        self._bindings = [self._bind(self._states[k], self._states[1 - k]) for k in (0, 1)]
-        self._current = 0  # which state set the next step reads
-        self._begun = np.zeros(B, bool)  # rows that have been reset at least once (acting before is an error)
-        self._pending = np.zeros(B, bool)  # rows whose next step begins an episode
-        self._reset_obs = np.zeros((B, c.state_dim), np.float32)  # s0 given to reset(); None-like when unused
-        self._use_reset_obs = np.zeros(B, bool)
-        self.steps = np.zeros(B, np.int64)
-
-    def _bind(self, state_in: dict[str, np.ndarray], state_out: dict[str, np.ndarray]) -> ort.IOBinding:
-        io = self.session.io_binding()
-        bind_array(io.bind_input, "obs", self._obs)
-        bind_array(io.bind_input, "reset", self._reset)
-        for name, array in state_in.items():
-            bind_array(io.bind_input, f"state_in.{name}", array)
-        for name, array in self._out.items():
-            bind_array(io.bind_output, name, array)
-        for name, array in state_out.items():
-            bind_array(io.bind_output, f"state_out.{name}", array)
-        return io
+        self.buffers = StateBuffers(session, state_spec(c, kv), B, self._in, self._out)  # type: ignore[arg-type]
 
     # -- the contract's attributes ---------------------------------------------------------------------------------
 
@@ -69,6 +50,15 @@ class StatefulPolicy(PolicyBase):
         return str(self.metadata.bos_cache_mode)
 
     @property
+    def stochastic(self) -> bool:
+        return self.metadata.sampling and self.config.action.stochastic
+
+    @property
+    def deterministic_reason(self) -> str:
+        return (f"a {FORMAT_V1} graph has no sampling inputs: re-export it with `gptrl export` to sample"
+                if not self.metadata.sampling else "its head describes no distribution to sample from")
+
+    @property
     def positions(self) -> PositionMode:
         return "per_row"
 
@@ -79,59 +69,51 @@ class StatefulPolicy(PolicyBase):
                              "attention or portable graph for the reference's shared positions")
 
     def _never_started(self) -> np.ndarray:
-        return ~self._begun
+        return ~self.rows.started
 
     # -- episode control -------------------------------------------------------------------------------------------
 
     def reset(self, obs: Any, target_return: Any = None) -> None:
         """Start a new episode in every row from its first observation ([S] or [B, S]); ``target_return`` is
         accepted and ignored (a causal policy is not return-conditioned)."""
-        self._reset_obs[:], _ = check_batch(obs, self.num_envs, self.config.state_dim, "observation")
-        self._use_reset_obs[:] = True
-        self._pending[:] = True
-        self._begun[:] = True
+        self.rows.reset(obs)
 
     def reset_rows(self, done_mask: Any, target_return: Any = None) -> None:
         """Restart the flagged rows; their next observation (act/observe) becomes their s0."""
-        mask = check_mask(done_mask, self.num_envs)
-        self._pending |= mask
-        self._use_reset_obs &= ~mask
-        self._begun |= mask
+        self.rows.reset_rows(done_mask)
 
     # -- stepping ----------------------------------------------------------------------------------------------------
 
-    def _step(self, obs: Any) -> tuple[bool, dict[str, np.ndarray]]:
-        idle = np.flatnonzero(~self._begun)
-        if idle.size:
-            raise RuntimeError(f"act()/observe() called before reset(): rows {idle.tolist()} have no episode; "
-                               "call reset(first_observation) first")
-        obs32, single = check_batch(obs, self.num_envs, self.config.state_dim, "observation")
-        np.copyto(self._obs, np.where(self._use_reset_obs[:, None], self._reset_obs, obs32))
-        self._reset[:] = self._pending
-        self.session.run_with_iobinding(self._bindings[self._current])
+    def _step(self, obs: Any, deterministic: bool) -> bool:
+        step = self.rows.begin(obs)
+        np.copyto(self._in["obs"], step.obs)
+        self._in["reset"][:] = step.begins
+        uniform, sample = self.uniforms(self.config.action.noise_width, deterministic)
+        if self.metadata.sampling:
+            self._in["uniform"][:], self._in["sample"][:] = uniform, sample
+        self.buffers.run(self.session)
         out = self._out
-        check_outputs(out["action"], out["value"], out.get("termination_prob"), self.steps)  # state not advanced
-        self._current = 1 - self._current
-        self.steps[self._pending] = 0
-        self.steps += 1
-        self._pending[:] = False
-        self._use_reset_obs[:] = False
-        return single, out
+        check_outputs(out["action"], out["value"], out.get("termination_prob"), self.rows.steps)  # not advanced
+        self.buffers.advance()
+        self.rows.end()
+        return step.single
 
-    def act_with_info(self, obs: Any, reward: Any = None) -> tuple[np.ndarray, StepInfo]:
-        """``act`` plus the value estimate and termination probability of the same token (``reward`` is ignored)."""
-        single, out = self._step(obs)
-        pick = (lambda a: a[0].copy()) if single else (lambda a: a.copy())
-        term = out.get("termination_prob")
-        info: StepInfo = {"value": pick(out["value"]), "termination_prob": None if term is None else pick(term)}
+    def act_with_info(self, obs: Any, reward: Any = None, *, deterministic: bool = True) -> tuple[np.ndarray, StepInfo]:
+        """``act`` plus the value estimate, termination probability, and (a /2 graph) the distribution's parameters
+        and the log-probability of the action given back (``reward`` is ignored)."""
+        single = self._step(obs, deterministic)
+        pick = (lambda a: None if a is None else a[0].copy()) if single else (lambda a: None if a is None else a.copy())
+        out = self._out
+        info: StepInfo = {"value": pick(out["value"]), "termination_prob": pick(out.get("termination_prob")),
+                          "dist": pick(out.get("dist")), "log_prob": pick(out.get("log_prob"))}
         return pick(out["action"]), info
 
     def observe(self, obs: Any, action: Any) -> np.ndarray:
         """Advance like ``act(obs)`` but record ``action`` as the one taken (it is what the next token carries);
         returns the policy's own action, as ``act`` would."""
-        taken, single = check_batch(action, self.num_envs, self.config.action_dim, "action")
-        if single != (np.ndim(obs) == 1):
+        taken, single = self.config.action.check(action, self.num_envs)
+        if single != self.rows.check_obs(obs)[1]:
             raise ValueError(f"action has shape {np.shape(action)}, but the observation has shape {np.shape(obs)}")
-        single, out = self._step(obs)
-        self._states[self._current]["prev_action"][:] = taken
-        return out["action"][0].copy() if single else out["action"].copy()
+        single = self._step(obs, True)
+        self.buffers.state_in["prev_action"][:] = taken
+        return self._out["action"][0].copy() if single else self._out["action"].copy()

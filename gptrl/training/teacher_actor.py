@@ -34,6 +34,7 @@ class TeacherActor:
     action_high: np.ndarray
     info: dict
     num_envs: ClassVar[int] = 1  # with ``reset`` below, the runner protocol of gptrl.evaluation
+    return_conditioned: ClassVar[bool] = False
 
     def reset(self, obs: np.ndarray, target_return=None) -> None:
         """An MLP keeps no history: nothing to reset (lets ``gptrl.evaluation.evaluate`` drive the actor)."""

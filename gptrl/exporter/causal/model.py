@@ -1,9 +1,10 @@
 """The Causal GPT-RL policy network in plain torch (Llama and GPT2 flavours); the math is docs/format.md's.
 
-One token per timestep, x = [s_norm | atanh-encoded action | is_bos], projected to d_model,
-run through a causal backbone identical in math to Hugging Face ``LlamaModel`` /
-``GPT2Model`` (fed with inputs_embeds), then four small heads. Module names mirror the
-bundle's tensor names, so ``state_dict()`` *is* the bundle's weights.
+One token per timestep, x = [observation features | action feedback | is_bos] (the config's observation encoder and
+action codec, ``gptrl.bundle.codecs``: for the Causal GPT-RL format the normalised state and the atanh-encoded
+action), projected to d_model, run through a causal backbone identical in math to Hugging Face ``LlamaModel`` /
+``GPT2Model`` (fed with inputs_embeds), then small heads: the codec's policy heads, the value and the termination.
+Module names mirror the bundle's tensor names, so ``state_dict()`` *is* the bundle's weights.
 
 Two entry points share every layer:
 - ``forward`` runs a whole sequence causally (training);
@@ -20,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptrl.bundle.schema import ACTION_CLIP_EPS, GPT2_NORM_EPS, LLAMA_NORM_EPS, BundleConfig, ModelConfig
+from gptrl.bundle.schema import GPT2_NORM_EPS, LLAMA_NORM_EPS, BundleConfig, ModelConfig
+from gptrl.bundle.weights import TERMINATION_HEAD, VALUE_HEAD, head_sizes
 from gptrl.exporter.gpt2 import GPT2Block
+from gptrl.exporter.torch_ops import TorchOps
 
 # Per layer: (keys, values), each [batch, heads, length, head_dim]; keys already carry RoPE.
 KVCache = list[tuple[Tensor, Tensor]]
@@ -29,8 +32,9 @@ KVCache = list[tuple[Tensor, Tensor]]
 
 @dataclass
 class PolicyOutput:
-    mu: Tensor  # [..., A] pre-tanh action mean
-    log_std: Tensor  # [..., A]
+    params: Tensor  # [..., P] the action distribution's parameters (``ActionCodec.params`` of the policy heads)
+    mu: Tensor  # [..., *] the first policy head as it comes (the pre-tanh mean of a tanh Box, a Discrete's logits)
+    log_std: Tensor | None  # [..., A] the second policy head as it comes (None for a Discrete action)
     value: Tensor  # [...]
     termination_logit: Tensor | None  # [...] (None without an EOS head)
 
@@ -195,58 +199,76 @@ class Head(nn.Module):
         return self.layers(h)
 
 
+class Heads(nn.ModuleDict):
+    """``output_head.<k>`` for the format's head indices (a Discrete action has no head 1); ``[k]`` takes an int."""
+
+    def __getitem__(self, key: int | str) -> Head:
+        return super().__getitem__(str(key))  # type: ignore[return-value]
+
+
 class PolicyModel(nn.Module):
-    """The whole policy: token encoding, backbone, heads and the action squashing."""
+    """The whole policy: token encoding, backbone, heads and the action distribution."""
 
     def __init__(self, config: BundleConfig):
         super().__init__()
         cfg = config.model
-        self.config = config
-        s, a = config.state_dim, config.action_dim
-        self.input_proj = Projection(s + a + 1, cfg.d_model)
+        self.config, self.codec, self.encoder = config, config.action, config.observation
+        self.input_proj = Projection(self.encoder.width + self.codec.width + 1, cfg.d_model)
         self.backbone = Backbone(cfg)
-        heads = [a, a, 1] + ([1] if cfg.use_eos else [])
-        self.output_head = nn.ModuleList(Head(cfg.d_model, n) for n in heads)
-        self.register_buffer("state_normalization_enabled", torch.zeros(1))
-        self.register_buffer("state_normalization_mean", torch.zeros(s))
-        self.register_buffer("state_normalization_std", torch.ones(s))
-        low = torch.as_tensor(config.action_low, dtype=torch.float32)
-        high = torch.as_tensor(config.action_high, dtype=torch.float32)
-        # Bounds used by the action encoding; not saved (the config is their source of truth).
-        self.register_buffer("action_low", low, persistent=False)
-        self.register_buffer("action_high", high, persistent=False)
+        self.output_head = Heads({str(k): Head(cfg.d_model, n) for k, n in head_sizes(cfg, self.codec).items()})
+        if self.encoder.normalized:
+            s = config.state_dim
+            self.register_buffer("state_normalization_enabled", torch.zeros(1))
+            self.register_buffer("state_normalization_mean", torch.zeros(s))
+            self.register_buffer("state_normalization_std", torch.ones(s))
+        if hasattr(self.codec, "low"):  # a Box's bounds; not saved (the config is their source of truth)
+            self.register_buffer("action_low", torch.as_tensor(self.codec.low), persistent=False)
+            self.register_buffer("action_high", torch.as_tensor(self.codec.high), persistent=False)
+
+    @property
+    def ops(self) -> TorchOps:
+        """The codecs' ops on this model's device."""
+        return TorchOps(self.input_proj.layers[0].weight.device)
 
     # -- token encoding -------------------------------------------------------
 
     def normalize_states(self, states: Tensor) -> Tensor:
-        normalized = (states - self.state_normalization_mean) / self.state_normalization_std
-        return torch.where(self.state_normalization_enabled >= 0.5, normalized, states)
+        """Raw observations [..., S] -> the token's state features (the encoder's, with the normaliser if on)."""
+        if not self.encoder.normalized:
+            return self.encoder.features(self.ops, states)
+        on = self.state_normalization_enabled >= 0.5  # off: mean 0 and std 1 leave the states exactly as they are
+        mean = torch.where(on, self.state_normalization_mean, torch.zeros_like(self.state_normalization_mean))
+        std = torch.where(on, self.state_normalization_std, torch.ones_like(self.state_normalization_std))
+        return self.encoder.features(self.ops, states, mean, std)
 
     def encode_actions(self, actions: Tensor) -> Tensor:
-        """Env-unit actions -> pre-tanh feedback features: atanh of the clipped [-1, 1] action."""
-        unit = 2.0 * (actions - self.action_low) / (self.action_high - self.action_low) - 1.0
-        return torch.atanh(unit.clamp(-1.0 + ACTION_CLIP_EPS, 1.0 - ACTION_CLIP_EPS))
+        """Env-unit actions -> the token's feedback features (``ActionCodec.feedback``)."""
+        return self.codec.feedback(self.ops, actions)
 
-    def squash_actions(self, mu: Tensor) -> Tensor:
-        """Pre-tanh mean -> deterministic env-unit action."""
-        return torch.tanh(mu) * (self.action_high - self.action_low) / 2 + (self.action_high + self.action_low) / 2
+    def greedy_actions(self, params: Tensor) -> Tensor:
+        """Distribution parameters (or the first policy head alone) -> the deterministic env-unit action."""
+        return self.codec.greedy(self.ops, params)
+
+    squash_actions = greedy_actions  # the tanh Box's name for it: pre-tanh mean -> env units
 
     def embed_tokens(self, states: Tensor, actions: Tensor, is_bos: Tensor) -> Tensor:
-        """Raw states [..., S], env-unit actions [..., A], BOS flags [...] -> token embeddings [..., d].
+        """Raw states [..., S], env-unit actions [..., *action], BOS flags [...] -> token embeddings [..., d].
 
         BOS tokens carry a zero action slot whatever ``actions`` holds there.
         """
-        bos = is_bos.to(states.dtype)[..., None]
+        bos = is_bos.float()[..., None]
         features = self.encode_actions(actions) * (1.0 - bos)
         return self.input_proj(torch.cat([self.normalize_states(states), features, bos], dim=-1))
 
     def heads(self, h: Tensor) -> PolicyOutput:
-        out = [head(h) for head in self.output_head]
+        out = {int(k): head(h) for k, head in self.output_head.items()}
+        term = out.get(TERMINATION_HEAD)
         return PolicyOutput(
+            params=self.codec.params(self.ops, {k: out[k] for k in self.codec.heads}),
             mu=out[0],
-            log_std=out[1],
-            value=out[2].squeeze(-1),
-            termination_logit=out[3].squeeze(-1) if len(out) > 3 else None,
+            log_std=out.get(1),
+            value=out[VALUE_HEAD].squeeze(-1),
+            termination_logit=term.squeeze(-1) if term is not None else None,
         )
 
     # -- sequence forward (training) ------------------------------------------
@@ -342,7 +364,7 @@ class PolicyModel(nn.Module):
     def empty_cache(self, batch: int, length: int, device: torch.device | str | None = None) -> KVCache:
         cfg = self.config.model
         shape = (batch, cfg.num_heads, length, cfg.head_dim)
-        device = device or self.state_normalization_mean.device
+        device = device or self.input_proj.layers[0].weight.device
         return [(torch.zeros(shape, device=device), torch.zeros(shape, device=device)) for _ in range(cfg.num_layers)]
 
 

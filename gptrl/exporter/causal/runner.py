@@ -4,7 +4,7 @@ Rollout contract (docs/format.md, "Rollout contract"): the head on the newest to
 action. ``reset(s0)`` queues the BOS token (s0, 0, 1); the first ``act`` runs it and returns
 a0; each later ``act(s_t)`` appends the completed token (s_{t-1}, a_{t-1}, 0) and returns a_t.
 Nothing is ever re-encoded: the cache is a ring of ``kv_cache_max_len`` slots (layout and
-positions: ``gptrl/rollout.py`` and docs/format.md).
+positions: ``gptrl/rollout/cache.py`` and docs/format.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gptrl.bundle import Bundle, load_bundle
 from gptrl.contract import BosCacheMode, PositionMode
 from gptrl.exporter.causal.convert import model_from_bundle
 from gptrl.exporter.causal.model import PolicyModel
-from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, resolve_serving
+from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, StepOutputs, resolve_serving
 
 __all__ = ["PolicyRunner", "load_runner", "load_runner_from_hub"]
 
@@ -40,12 +40,12 @@ class PolicyRunner(CachedPolicy):
         self.model = model.to(device).eval()
         self.config = config
         self.device = torch.device(device)
-        self.state = RolloutState(num_envs, config.state_dim, config.action_dim, kv, mode, positions=positions)
+        self.state = RolloutState(num_envs, config.observation, config.action, kv, mode, positions=positions)
         self._cache = model.empty_cache(self.state.num_envs, kv, self.device)
 
     @torch.inference_mode()
-    def _forward(self, step: StepInputs):
-        dev, state = self.device, self.state
+    def _forward(self, step: StepInputs) -> StepOutputs:
+        dev, state, codec = self.device, self.state, self.config.action
         out, new_kv = self.model.step(
             torch.from_numpy(step.states).to(dev),
             torch.from_numpy(step.actions).to(dev),
@@ -58,9 +58,15 @@ class PolicyRunner(CachedPolicy):
         for (cache_k, cache_v), (k, v) in zip(self._cache, new_kv):
             cache_k[:, :, slot] = k[:, :, 0]
             cache_v[:, :, slot] = v[:, :, 0]
-        actions = self.model.squash_actions(out.mu).cpu().numpy()
+        ops = self.model.ops
+        latent = codec.greedy_latent(ops, out.params)
+        if step.sample.any():
+            drawn = codec.sample_latent(ops, out.params, torch.from_numpy(step.uniform).to(dev))
+            sample = torch.from_numpy(step.sample).to(dev).reshape(-1, *([1] * (latent.dim() - 1)))
+            latent = torch.where(sample, drawn, latent)
         term = torch.sigmoid(out.termination_logit).cpu().numpy() if out.termination_logit is not None else None
-        return actions, out.value.cpu().numpy(), term
+        return StepOutputs(codec.action_of(ops, latent).cpu().numpy(), out.value.cpu().numpy(), term,
+                           out.params.cpu().numpy(), codec.latent_log_prob(ops, out.params, latent).cpu().numpy())
 
 
 def load_runner(

@@ -21,12 +21,18 @@ class DTExportVerificationError(RuntimeError):
     """The exported DT graph does not reproduce the torch runner."""
 
 
-def export_dt_onnx(bundle_dir: str | Path, out: str | Path | None = None, *, verify: bool = True,
-                   tolerance: float = 1e-4, stateful: bool = False) -> Path:
-    """The windowed graph (``policy.onnx``, run by ``gptrl.runtime.load_policy``), or with ``stateful`` the
+def export_dt_onnx(bundle_dir: str | Path, out: str | Path | None = None, *, variant: str = "attention",
+                   verify: bool = True, tolerance: float = 1e-4, **unsupported) -> Path:
+    """The windowed graph (``policy.onnx``, run by ``gptrl.runtime.load_policy``), or with variant "stateful" the
     ``obs, reset, reward, target_return, state_in.* -> action, state_out.*`` graph any ONNX runtime drives."""
     from gptrl.exporter.dt.runner import dt_tensors
 
+    if variant not in ("attention", "stateful") or any(unsupported.get(k) is not None
+                                                       for k in ("kv", "bos_cache_mode", "quantize")):
+        raise ValueError(f"{bundle_dir}: a Decision Transformer exports its exact windowed graph or, with "
+                         "--stateful, the stateful one (its K is fixed by the bundle; no kv, bos_cache_mode or "
+                         "quantization)")
+    stateful = variant == "stateful"
     bundle_dir = Path(bundle_dir)
     out = Path(out) if out is not None else bundle_dir / POLICY_FILE
     if out.is_dir():

@@ -2,7 +2,7 @@
 
 Every act re-encodes the last K timesteps (3K tokens) of each row, left-padded, and reads ``action_preds[:, -1]``:
 once the window slides, cached keys would have seen older context, so this recompute is the exact deployment.
-The window bookkeeping is ``gptrl.dt_window.DTWindow``, shared with the torch-free runtime.
+The window bookkeeping is ``gptrl.rollout.window.DTWindow``, shared with the torch-free runtime.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from gptrl.bundle.dt import SAFETENSORS_FILE, DTBundle, load_dt_bundle, required_dt_tensors
-from gptrl.dt_window import DTWindow, WindowPolicy
 from gptrl.exporter.dt.model import DecisionTransformer
+from gptrl.rollout.window import DTWindow, WindowPolicy
 
 
 def dt_tensors(bundle: DTBundle) -> dict[str, np.ndarray]:
@@ -41,6 +41,8 @@ def model_from_dt_bundle(bundle: DTBundle, device: str | torch.device = "cpu") -
 class DTRunner(WindowPolicy):
     """``reset(obs, target_return=None)``, ``act(obs, reward=None)``, ``act_with_info``, ``reset_rows``; batches."""
 
+    deterministic_reason = "a Decision Transformer's action head is deterministic"
+
     def __init__(self, model: DecisionTransformer, bundle: DTBundle, *, num_envs: int = 1,
                  device: str | torch.device = "cpu"):
         c, side = bundle.config, bundle.sidecar
@@ -59,6 +61,8 @@ class DTRunner(WindowPolicy):
         return out.action_preds[:, -1].cpu().numpy()
 
 
-def load_dt_runner(path: str | Path | DTBundle, *, num_envs: int = 1, device: str = "cpu") -> DTRunner:
+def load_dt_runner(path: str | Path | DTBundle, *, num_envs: int = 1, device: str = "cpu", **unknown) -> DTRunner:
+    if unknown:
+        raise ValueError(f"{path}: a Decision Transformer runner takes num_envs and device, not {sorted(unknown)}")
     bundle = path if isinstance(path, DTBundle) else load_dt_bundle(path)
     return DTRunner(model_from_dt_bundle(bundle, device), bundle, num_envs=num_envs, device=device)

@@ -11,6 +11,8 @@ loop exactly:
   read); each later act appends step t = (obs, 0, R_{t-1} - reward / scale, t), where ``reward`` is the reward the
   env returned with ``obs``. The action the model gives is written into the step's action slot.
 - ``reset_rows(mask, target)`` restarts rows: the observation each receives in its next act is its s0.
+
+Which rows begin an episode at a step is ``gptrl.rollout.rows.Rows``, as for every runner.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from gptrl.bundle.codecs import FloatVector
 from gptrl.contract import StepInfo
 from gptrl.errors import BundleError
-from gptrl.rollout import MAX_NUM_ENVS, PolicyBase, check_batch, check_count, check_mask, check_outputs
+from gptrl.rollout.checks import MAX_NUM_ENVS, check_count, check_mask, check_outputs
+from gptrl.rollout.policy import PolicyBase
+from gptrl.rollout.rows import Rows, RowStep
 
 MAX_DT_ATTENTION_BYTES = 8 << 30  # float32 attention scores of one step: rows x heads x (3K)^2 x 4 bytes
 
@@ -90,9 +95,15 @@ def check_rewards(reward: Any, num_envs: int, running: np.ndarray) -> np.ndarray
     return rewards
 
 
-# What a step changes in a DTWindow (begin_step slides the window before the model runs).
-_STEP_STATE = ("states", "actions", "returns_to_go", "timesteps", "mask", "started", "fresh", "await_obs",
-               "pending_target", "steps")
+# What a step changes in a DTWindow beside its rows (begin_step slides the window before the model runs).
+_STEP_STATE = ("states", "actions", "returns_to_go", "timesteps", "mask", "pending_target")
+
+
+def check_targets(done_mask: Any, target_return: Any, num_envs: int, default: float | None) -> tuple[np.ndarray,
+                                                                                                      np.ndarray]:
+    """The rows a ``reset_rows`` restarts and their targets, both checked before anything changes."""
+    mask = check_mask(done_mask, num_envs)
+    return mask, (check_target(target_return, num_envs, default) if mask.any() else np.zeros(num_envs))
 
 
 class DTWindow:
@@ -101,6 +112,7 @@ class DTWindow:
         if scale <= 0:
             raise BundleError(f"scale must be positive, got {scale}")
         num_envs = check_dt_serving(num_envs, heads, context)  # before allocating the window
+        self.rows = Rows(num_envs, FloatVector.unbounded(state_dim))
         self.num_envs, self.state_dim, self.act_dim, self.context = num_envs, state_dim, act_dim, context
         self.scale, self.max_ep_len, self.default_target = float(scale), int(max_ep_len), default_target
         self.mean, self.std = np.asarray(state_mean, np.float32), np.asarray(state_std, np.float32)
@@ -110,11 +122,7 @@ class DTWindow:
         self.returns_to_go = np.zeros((B, K, 1), np.float32)
         self.timesteps = np.zeros((B, K), np.int64)
         self.mask = np.zeros((B, K), np.float32)
-        self.started = np.zeros(B, bool)  # rows that have an episode
-        self.fresh = np.zeros(B, bool)  # step 0 is in the window and not yet acted on
-        self.await_obs = np.zeros(B, bool)  # reset_rows: the next obs is s0
-        self.pending_target = np.zeros(B, np.float64)
-        self.steps = np.zeros(B, np.int64)  # acts since each row's episode began (for messages)
+        self.pending_target = np.zeros(B, np.float64)  # the target of each row's next episode (env units)
 
     def _begin(self, rows: np.ndarray, obs: np.ndarray, target: np.ndarray) -> None:
         self.states[rows] = 0.0
@@ -125,60 +133,49 @@ class DTWindow:
         self.states[rows, -1] = (obs[rows] - self.mean) / self.std
         self.returns_to_go[rows, -1, 0] = target[rows] / self.scale
         self.mask[rows, -1] = 1.0
-        self.started[rows] = True
-        self.fresh[rows] = True
-        self.await_obs[rows] = False
-        self.steps[rows] = 0
 
     def reset(self, obs: Any, target_return: Any = None) -> None:
-        obs32, _ = check_batch(obs, self.num_envs, self.state_dim, "observation")
         target = check_target(target_return, self.num_envs, self.default_target)
-        self._begin(np.ones(self.num_envs, bool), obs32, target)
+        self.rows.reset(obs)
+        self.pending_target[:] = target
 
     def reset_rows(self, done_mask: Any, target_return: Any = None) -> None:
-        mask = check_mask(done_mask, self.num_envs)
-        if mask.any():
-            self.pending_target[mask] = check_target(target_return, self.num_envs, self.default_target)[mask]
-            self.await_obs |= mask
-            self.fresh &= ~mask
-            self.started |= mask
+        mask, target = check_targets(done_mask, target_return, self.num_envs, self.default_target)
+        self.rows.reset_rows(mask)
+        self.pending_target[mask] = target[mask]
 
-    def begin_step(self, obs: Any, reward: Any) -> tuple[np.ndarray, bool]:
-        """Append this call's step to every row that needs one; returns (obs [B, S], single)."""
-        idle = np.flatnonzero(~self.started)
-        if idle.size:
-            raise RuntimeError(f"act() called before reset(): rows {idle.tolist()} have no episode")
-        obs32, single = check_batch(obs, self.num_envs, self.state_dim, "observation")
-        if self.await_obs.any():
-            self._begin(self.await_obs.copy(), obs32, self.pending_target)
-        running = ~self.fresh
+    def begin_step(self, obs: Any, reward: Any) -> RowStep:
+        """Begin the rows that start an episode (step 0) and append this call's step to every other row."""
+        step = self.rows.begin(obs)
+        self._begin(step.begins, step.obs, self.pending_target)
+        running = ~step.begins
         if running.any():
             rewards = check_rewards(reward, self.num_envs, running)
             rtg = self.returns_to_go[running, -1, 0] - rewards[running] / self.scale
             t = np.minimum(self.timesteps[running, -1] + 1, self.max_ep_len - 1)
             for buf in (self.states, self.actions, self.returns_to_go, self.timesteps, self.mask):
                 buf[running] = np.roll(buf[running], -1, axis=1)
-            self.states[running, -1] = (obs32[running] - self.mean) / self.std
+            self.states[running, -1] = (step.given[running] - self.mean) / self.std
             self.actions[running, -1] = 0.0
             self.returns_to_go[running, -1, 0] = rtg
             self.timesteps[running, -1] = t
             self.mask[running, -1] = 1.0
-        return obs32, single
+        return step
 
-    def snapshot(self) -> dict[str, np.ndarray]:
+    def snapshot(self) -> dict[str, Any]:
         """Copies of everything a step changes: a step that fails (a refused input, a non-finite output) is then
         undone with :meth:`restore`, so the window is as if it had never been tried."""
-        return {name: getattr(self, name).copy() for name in _STEP_STATE}
+        return {"rows": self.rows.snapshot(), **{name: getattr(self, name).copy() for name in _STEP_STATE}}
 
-    def restore(self, saved: dict[str, np.ndarray]) -> None:
-        for name, value in saved.items():
-            getattr(self, name)[...] = value
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.rows.restore(saved["rows"])
+        for name in _STEP_STATE:
+            getattr(self, name)[...] = saved[name]
 
     def end_step(self, actions: np.ndarray) -> None:
         """Record the actions given for this step in its action slot."""
         self.actions[:, -1] = actions
-        self.fresh[:] = False
-        self.steps += 1
+        self.rows.end()
 
 
 class WindowPolicy(PolicyBase):
@@ -194,7 +191,7 @@ class WindowPolicy(PolicyBase):
         raise NotImplementedError
 
     def _never_started(self) -> np.ndarray:
-        return ~self.window.started
+        return ~self.window.rows.started
 
     def reset(self, obs: Any, target_return: Any = None) -> None:
         """Start every row's episode from ``obs``; ``target_return`` in env units (None: the bundle's default)."""
@@ -203,24 +200,22 @@ class WindowPolicy(PolicyBase):
     def reset_rows(self, done_mask: Any, target_return: Any = None) -> None:
         self.window.reset_rows(done_mask, target_return)
 
-    def act_with_info(self, obs: Any, reward: Any = None) -> tuple[np.ndarray, StepInfo]:
+    def act_with_info(self, obs: Any, reward: Any = None, *, deterministic: bool = True) -> tuple[np.ndarray, StepInfo]:
         """The action for this step; info["value"] is the return still to go (env units) the action aims for.
 
         A refused input or a NaN or infinite output raises and the step is not taken: the window is restored.
         """
+        self.uniforms(0, deterministic)  # a Decision Transformer's head has no distribution: refuses to sample
         w = self.window
         saved = w.snapshot()
         try:
-            _, single = w.begin_step(obs, reward)
+            step = w.begin_step(obs, reward)
             actions = self._forward()
             to_go = (w.returns_to_go[:, -1, 0] * w.scale).astype(np.float32)
-            check_outputs(actions, to_go, None, w.steps)
+            check_outputs(actions, to_go, None, w.rows.steps)
         except BaseException:
             w.restore(saved)
             raise
         w.end_step(actions)
-        pick = (lambda a: a[0]) if single else (lambda a: a)
-        return pick(actions), {"value": pick(to_go), "termination_prob": None}
-
-    def act(self, obs: Any, reward: Any = None) -> np.ndarray:
-        return self.act_with_info(obs, reward)[0]
+        return step.shape_out(actions), {"value": step.shape_out(to_go), "termination_prob": None, "dist": None,
+                                         "log_prob": None}

@@ -1,0 +1,99 @@
+"""Continuous feature blocks (``{type: "continuous", size, dtype, low, high, squash}``): the spec that the float
+observation encoder and both Box action codecs read, and the Box container that describes them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gptrl.bundle.schema import LIMITS
+from gptrl.bundle.spaces import box_bounds, flat_size, json_bound, parse_bound
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gptrl.bundle.jsonreader import JsonReader
+
+@dataclass(frozen=True)
+class ContinuousSpec:
+    """One continuous feature block of the state or action vector."""
+
+    size: int
+    dtype: str = "float32"
+    low: tuple[float, ...] = ()  # -inf where unbounded
+    high: tuple[float, ...] = ()  # +inf where unbounded
+    squash: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "continuous",
+            "size": self.size,
+            "dtype": self.dtype,
+            "low": [None if math.isinf(v) else v for v in self.low],
+            "high": [None if math.isinf(v) else v for v in self.high],
+            "squash": self.squash,
+        }
+
+
+def is_continuous(spec: dict[str, Any]) -> bool:
+    return spec.get("type", "continuous") == "continuous"
+
+
+def parse_block(r: JsonReader) -> ContinuousSpec:
+    """One continuous spec entry; errors name the file and the entry's key."""
+    kind = r.get("type", "str", "continuous")
+    if kind != "continuous":
+        raise r.error(f"key {r.key('type')} = {kind!r}: every entry of this list must be of one type")
+    size = r.positive("size", limit=LIMITS["size"])
+    bounds = {}
+    for key in ("low", "high"):
+        values = r.get(key, "list", [None] * size)
+        if len(values) != size:
+            raise r.error(f"key {r.key(key)} has {len(values)} entries, expected size {size}")
+        try:
+            bounds[key] = tuple(parse_bound(v, key) for v in values)
+        except ValueError as exc:
+            raise r.error(f"key {r.key(key)}: {exc}") from None
+    if any(lo > hi for lo, hi in zip(bounds["low"], bounds["high"])):
+        raise r.error(f"key {r.key('low')} exceeds {r.key('high')}")
+    dtype = r.get("dtype", "str", "float32")
+    try:
+        np.dtype(dtype)
+    except TypeError:
+        raise r.error(f"key {r.key('dtype')} = {dtype!r} is not a numpy dtype") from None
+    return ContinuousSpec(size, dtype, bounds["low"], bounds["high"], r.get("squash", "str", None))
+
+
+def bounds_of(blocks: tuple[ContinuousSpec, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (low, high) of the blocks concatenated."""
+    return (np.array([v for s in blocks for v in s.low], np.float32),
+            np.array([v for s in blocks for v in s.high], np.float32))
+
+
+def box_dict(blocks: tuple[ContinuousSpec, ...]) -> dict[str, Any]:
+    """The Box container matching ``blocks``."""
+    low = [v for s in blocks for v in s.low]
+    high = [v for s in blocks for v in s.high]
+    return {"type": "Box", "shape": [len(low)], "dtype": blocks[0].dtype,
+            "low": [json_bound(v) for v in low], "high": [json_bound(v) for v in high]}
+
+
+def size_problem(container: dict[str, Any], key: str, total: int) -> str | None:
+    """Why ``container`` (config key ``key``) does not describe ``total`` features (None: it does, or it cannot say)."""
+    size = flat_size(container)
+    if size is not None and size != total:
+        return f"key '{key}' describes {size} features but the specs total {total}"
+    return None
+
+
+def bounds_problem(container: dict[str, Any], key: str, blocks: tuple[ContinuousSpec, ...]) -> str | None:
+    """An action Box must carry the specs' bounds."""
+    if container["type"] != "Box":
+        return None
+    for side in ("low", "high"):
+        box = box_bounds(container, side).ravel()
+        spec = np.array([v for s in blocks for v in getattr(s, side)])
+        if not np.allclose(box, spec, rtol=1e-6, atol=1e-6):
+            return f"key '{key}.{side}' disagrees with 'action_specs' {side} bounds"
+    return None

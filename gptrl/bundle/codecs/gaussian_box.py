@@ -1,0 +1,150 @@
+"""A Box action drawn from a Gaussian in env units and clipped to the bounds (``squash: "clip"``), as PPO's
+continuous policies act.
+
+Heads ``output_head.0`` (mean) and ``.1`` (log-std) are in env units. The action is clip(mean + std z, low, high);
+its log-probability is the Gaussian density at the action returned (so a learner recomputing it at the same action
+gets the same value). The action fed back is the clipped action scaled to [-1, 1] where both bounds are finite, and
+as it is elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from gptrl.bundle.codecs.base import ActionCodec, as_rows, check_finite
+from gptrl.bundle.codecs.box import (
+    ContinuousSpec,
+    bounds_of,
+    bounds_problem,
+    box_dict,
+    is_continuous,
+    parse_block,
+    size_problem,
+)
+from gptrl.bundle.codecs.ops import Array, Ops
+from gptrl.bundle.codecs.tanh_box import LOG_STD_RANGE, box_noise, gaussian_entropy, gaussian_log_density
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gptrl.bundle.jsonreader import JsonReader
+
+FINITE_LIMIT = 3.0e38  # an infinite bound is clipped here (float32's range), so every backend clips alike
+
+
+@dataclass(frozen=True)
+class GaussianBox(ActionCodec):
+    blocks: tuple[ContinuousSpec, ...]
+    kind: ClassVar[str] = "gaussian"
+    requirement: ClassVar[str] = "squash 'clip' (a Gaussian clipped to the bounds)"
+
+    @classmethod
+    def matches(cls, spec: dict[str, Any]) -> bool:
+        return is_continuous(spec) and spec.get("squash") == "clip"
+
+    @classmethod
+    def parse(cls, readers: list[JsonReader]) -> GaussianBox:
+        blocks = tuple(parse_block(r) for r in readers)
+        for r, spec in zip(readers, blocks):
+            if spec.squash != "clip":
+                raise r.error(f"key '{r.prefix.rstrip('.')}' needs {cls.requirement} like the first entry "
+                              f"(got squash {spec.squash!r})")
+        return cls(blocks)
+
+    @classmethod
+    def from_bounds(cls, low: Any, high: Any) -> GaussianBox:
+        high_array = np.atleast_1d(np.asarray(high, np.float64))
+        low_array = np.broadcast_to(np.asarray(low, np.float64), high_array.shape)
+        return cls((ContinuousSpec(len(high_array), "float32", tuple(map(float, low_array)),
+                                   tuple(map(float, high_array)), "clip"),))
+
+    @classmethod
+    def from_space(cls, space: Any) -> GaussianBox | None:
+        if type(space).__name__ != "Box" or len(space.shape) != 1:
+            return None
+        return cls.from_bounds(space.low, space.high)
+
+    def specs(self) -> list[dict[str, Any]]:
+        return [b.to_dict() for b in self.blocks]
+
+    def container(self) -> dict[str, Any]:
+        return {**box_dict(self.blocks), "dtype": "float32"}
+
+    def check_container(self, container: dict[str, Any], key: str) -> str | None:
+        return size_problem(container, key, self.size) or bounds_problem(container, key, self.blocks)
+
+    @property
+    def low(self) -> np.ndarray:
+        return np.maximum(bounds_of(self.blocks)[0], -FINITE_LIMIT)
+
+    @property
+    def high(self) -> np.ndarray:
+        return np.minimum(bounds_of(self.blocks)[1], FINITE_LIMIT)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (sum(b.size for b in self.blocks),)
+
+    @property
+    def width(self) -> int:
+        return self.size
+
+    @property
+    def heads(self) -> dict[int, int]:
+        return {0: self.size, 1: self.size}
+
+    @property
+    def noise_width(self) -> int:
+        return 2 * self.size
+
+    def _scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """Feedback = clip(a) * scale + offset: [-1, 1] where both bounds are finite, env units elsewhere."""
+        low, high = bounds_of(self.blocks)
+        finite = np.isfinite(low) & np.isfinite(high) & (high > low)
+        low, high = np.where(finite, low, -1.0), np.where(finite, high, 1.0)
+        return np.where(finite, 2.0 / (high - low), 1.0), np.where(finite, -(high + low) / (high - low), 0.0)
+
+    def _clip(self, ops: Ops, action: Array) -> Array:
+        return ops.clip(action, ops.const(self.low), ops.const(self.high))
+
+    def params(self, ops: Ops, heads: dict[int, Array]) -> Array:
+        return ops.concat(heads[0], ops.clip(heads[1], ops.const(LOG_STD_RANGE[0]), ops.const(LOG_STD_RANGE[1])))
+
+    def feedback(self, ops: Ops, action: Array) -> Array:
+        scale, offset = self._scale()
+        return ops.add(ops.mul(self._clip(ops, action), ops.const(scale)), ops.const(offset))
+
+    def greedy_latent(self, ops: Ops, params: Array) -> Array:
+        return self._clip(ops, ops.slice(params, 0, self.size))
+
+    def sample_latent(self, ops: Ops, params: Array, uniform: Array) -> Array:
+        a = self.size
+        noise = ops.mul(ops.exp(ops.slice(params, a, 2 * a)), box_noise(ops, uniform, a))
+        return self._clip(ops, ops.add(ops.slice(params, 0, a), noise))
+
+    def latent_log_prob(self, ops: Ops, params: Array, latent: Array) -> Array:
+        """The Gaussian density at the (clipped) action."""
+        a = self.size
+        return ops.sum(gaussian_log_density(ops, latent, ops.slice(params, 0, a), ops.slice(params, a, 2 * a)))
+
+    def entropy(self, ops: Ops, params: Array) -> Array:
+        return gaussian_entropy(ops, ops.slice(params, self.size, 2 * self.size))
+
+    def imitation_loss(self, ops: Ops, params: Array, target: Array) -> Array:
+        """Mean squared error of the mean, in the feedback's units."""
+        scale, _ = self._scale()
+        error = ops.mul(ops.sub(ops.slice(params, 0, self.size), target), ops.const(scale))
+        return ops.div(ops.sum(ops.mul(error, error)), ops.const(float(self.size)))
+
+    def spread_loss(self, ops: Ops, params: Array, behaviour: Array) -> Array:
+        """Mean Gaussian negative log-likelihood of the behaviour's actions."""
+        a = self.size
+        nll = ops.sub(ops.const(-math.log(math.sqrt(2 * math.pi))),
+                      gaussian_log_density(ops, behaviour, ops.slice(params, 0, a), ops.slice(params, a, 2 * a)))
+        return ops.div(ops.sum(nll), ops.const(float(a)))
+
+    def check(self, value: Any, num_envs: int, what: str = "action") -> tuple[np.ndarray, bool]:
+        array, single = as_rows(value, num_envs, self.shape, what)
+        return check_finite(array, what), single

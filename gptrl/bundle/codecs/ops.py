@@ -1,0 +1,109 @@
+"""The few array operations the codecs are written in, so each codec's math is written once and runs on numpy (the
+runtime), torch (the model and training: ``gptrl.exporter.torch_ops``) and as ONNX nodes (the graph builders:
+``gptrl.graph.ops``). Every operation works on the last axis; a codec never branches on its backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+Array = Any  # a numpy array, a torch tensor or the name of an ONNX value
+
+
+class Ops(Protocol):
+    def const(self, value: Any) -> Array:
+        """A float32 constant (numbers or a numpy array) in this backend."""
+
+    def add(self, a: Array, b: Array) -> Array: ...
+    def sub(self, a: Array, b: Array) -> Array: ...
+    def mul(self, a: Array, b: Array) -> Array: ...
+    def div(self, a: Array, b: Array) -> Array: ...
+    def abs(self, a: Array) -> Array: ...
+    def exp(self, a: Array) -> Array: ...
+    def log(self, a: Array) -> Array: ...
+    def sqrt(self, a: Array) -> Array: ...
+    def cos(self, a: Array) -> Array: ...
+    def tanh(self, a: Array) -> Array: ...
+    def atanh(self, a: Array) -> Array: ...
+    def clip(self, a: Array, low: Array, high: Array) -> Array: ...
+    def minimum(self, a: Array, b: Array) -> Array: ...
+    def where(self, condition: Array, a: Array, b: Array) -> Array: ...
+    def less_equal(self, a: Array, b: Array) -> Array: ...
+    def sum(self, a: Array) -> Array:
+        """Sum over the last axis (dropped)."""
+
+    def matmul(self, a: Array, b: Array) -> Array: ...
+    def softmax(self, a: Array) -> Array: ...
+    def log_softmax(self, a: Array) -> Array: ...
+    def argmax(self, a: Array) -> Array:
+        """int64 index of the first maximum over the last axis (dropped)."""
+
+    def one_hot(self, index: Array, n: int) -> Array:
+        """float32 [..., n] from int64 indices [...]."""
+
+    def to_float(self, a: Array) -> Array: ...
+    def to_int(self, a: Array) -> Array:
+        """int64 of a float holding whole numbers."""
+
+    def slice(self, a: Array, start: int, end: int) -> Array:
+        """a[..., start:end]."""
+
+    def concat(self, *arrays: Array) -> Array: ...
+    def unsqueeze(self, a: Array) -> Array:
+        """a[..., None]."""
+
+    def flatten_last2(self, a: Array) -> Array:
+        """[..., m, n] -> [..., m * n]."""
+
+
+class NumpyOps:
+    """The codecs on numpy float32 arrays (the torch-free runtime, tests)."""
+
+    def const(self, value: Any) -> np.ndarray:
+        return np.asarray(value, np.float32)
+
+    add, sub, mul, div = np.add, np.subtract, np.multiply, np.divide
+    abs, exp, log, sqrt, cos, tanh, atanh = np.abs, np.exp, np.log, np.sqrt, np.cos, np.tanh, np.arctanh
+    minimum, where, less_equal, matmul = np.minimum, np.where, np.less_equal, np.matmul
+
+    def clip(self, a, low, high):
+        return np.clip(a, low, high)
+
+    def sum(self, a):
+        return np.sum(a, axis=-1)
+
+    def log_softmax(self, a):
+        shifted = a - np.max(a, axis=-1, keepdims=True)
+        return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+    def softmax(self, a):
+        return np.exp(self.log_softmax(a))
+
+    def argmax(self, a):
+        return np.argmax(a, axis=-1).astype(np.int64)
+
+    def one_hot(self, index, n):
+        return (np.asarray(index)[..., None] == np.arange(n)).astype(np.float32)
+
+    def to_float(self, a):
+        return np.asarray(a, np.float32)
+
+    def to_int(self, a):
+        return np.asarray(a).astype(np.int64)
+
+    def slice(self, a, start, end):
+        return a[..., start:end]
+
+    def concat(self, *arrays):
+        return np.concatenate(arrays, axis=-1)
+
+    def unsqueeze(self, a):
+        return np.asarray(a)[..., None]
+
+    def flatten_last2(self, a):
+        return a.reshape(*a.shape[:-2], -1)
+
+
+NUMPY = NumpyOps()

@@ -1,0 +1,71 @@
+"""The codecs' ops (``gptrl.bundle.codecs.ops``) on torch tensors: the model, the reference runner and training
+run each codec's one definition with autograd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class TorchOps:
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+
+    def const(self, value: Any) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(value, np.float32), device=self.device)
+
+    add, sub, mul, div = (staticmethod(f) for f in (torch.add, torch.sub, torch.mul, torch.div))
+    abs, exp, log, sqrt, cos = (staticmethod(f) for f in (torch.abs, torch.exp, torch.log, torch.sqrt, torch.cos))
+    tanh, atanh, minimum = (staticmethod(f) for f in (torch.tanh, torch.atanh, torch.minimum))
+    where, less_equal, matmul = (staticmethod(f) for f in (torch.where, torch.le, torch.matmul))
+
+    @staticmethod
+    def clip(a, low, high):
+        return torch.clamp(a, low, high)
+
+    @staticmethod
+    def sum(a):
+        return a.sum(-1)
+
+    @staticmethod
+    def softmax(a):
+        return torch.softmax(a, -1)
+
+    @staticmethod
+    def log_softmax(a):
+        return torch.log_softmax(a, -1)
+
+    @staticmethod
+    def argmax(a):
+        return a.argmax(-1)
+
+    @staticmethod
+    def one_hot(index, n):
+        return F.one_hot(index.long(), n).float()
+
+    @staticmethod
+    def to_float(a):
+        return a.float()
+
+    @staticmethod
+    def to_int(a):
+        return a.long()
+
+    @staticmethod
+    def slice(a, start, end):
+        return a[..., start:end]
+
+    @staticmethod
+    def concat(*arrays):
+        return torch.cat(arrays, -1)
+
+    @staticmethod
+    def unsqueeze(a):
+        return a.unsqueeze(-1)
+
+    @staticmethod
+    def flatten_last2(a):
+        return a.flatten(-2)

@@ -1,0 +1,106 @@
+"""The codecs' ops (``gptrl.bundle.codecs.ops``) as ONNX nodes: a graph builder runs each codec's one definition and
+gets the same math as the torch model and the numpy runtime, in standard opset-18 ops every runtime has."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+
+from gptrl.graph.builder import GraphBuilder
+
+_LAST = [-1]
+
+
+class GraphOps:
+    def __init__(self, g: GraphBuilder):
+        self.g = g
+
+    def const(self, value: Any) -> str:
+        return self.g.const(np.asarray(value, np.float32))
+
+    def _op(self, op_type: str, *inputs: str, **attrs: Any) -> str:
+        return self.g.op(op_type, *inputs, **attrs)  # type: ignore[return-value]
+
+    def add(self, a, b):
+        return self._op("Add", a, b)
+
+    def sub(self, a, b):
+        return self._op("Sub", a, b)
+
+    def mul(self, a, b):
+        return self._op("Mul", a, b)
+
+    def div(self, a, b):
+        return self._op("Div", a, b)
+
+    def abs(self, a):
+        return self._op("Abs", a)
+
+    def exp(self, a):
+        return self._op("Exp", a)
+
+    def log(self, a):
+        return self._op("Log", a)
+
+    def sqrt(self, a):
+        return self._op("Sqrt", a)
+
+    def cos(self, a):
+        return self._op("Cos", a)
+
+    def tanh(self, a):
+        return self._op("Tanh", a)
+
+    def atanh(self, a):
+        return self._op("Atanh", a)
+
+    def clip(self, a, low, high):
+        return self._op("Max", self._op("Min", a, high), low)  # Clip takes scalar bounds only; these may be vectors
+
+    def minimum(self, a, b):
+        return self._op("Min", a, b)
+
+    def where(self, condition, a, b):
+        return self._op("Where", condition, a, b)
+
+    def less_equal(self, a, b):
+        return self._op("LessOrEqual", a, b)
+
+    def sum(self, a):
+        return self._op("ReduceSum", a, self.g.const(_LAST, np.int64), keepdims=0)
+
+    def matmul(self, a, b):
+        return self._op("MatMul", a, b)
+
+    def softmax(self, a):
+        return self._op("Softmax", a, axis=-1)
+
+    def log_softmax(self, a):
+        return self._op("LogSoftmax", a, axis=-1)
+
+    def argmax(self, a):
+        return self._op("ArgMax", a, axis=-1, keepdims=0)
+
+    def one_hot(self, index, n):
+        hit = self._op("Equal", self.unsqueeze(index), self.g.const(np.arange(n), np.int64))
+        return self._op("Cast", hit, to=onnx.TensorProto.FLOAT)
+
+    def to_float(self, a):
+        return self._op("Cast", a, to=onnx.TensorProto.FLOAT)
+
+    def to_int(self, a):
+        return self._op("Cast", a, to=onnx.TensorProto.INT64)
+
+    def slice(self, a, start, end):
+        return self.g.slice_last(a, start, end)
+
+    def concat(self, *arrays):
+        return arrays[0] if len(arrays) == 1 else self._op("Concat", *arrays, axis=-1)
+
+    def unsqueeze(self, a):
+        return self._op("Unsqueeze", a, self.g.const(_LAST, np.int64))
+
+    def flatten_last2(self, a):
+        return self._op("Reshape", a, self.g.const([0, -1], np.int64))  # [B, m, n] -> [B, m * n]

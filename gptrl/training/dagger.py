@@ -285,15 +285,15 @@ DAGGER_START, DAGGER_END = "<!-- dagger -->", "<!-- /dagger -->"
 
 
 def published_summary(bundle_dir: Path, out: Path) -> dict | None:
-    """The DAgger run that made ``bundle_dir``'s weights (its best round's student, compared by sha256), or None."""
+    """The DAgger run whose choice ``bundle_dir`` holds (compared by sha256): a round's student that was published,
+    or the starting student itself when no round beat it. None when the bundle is neither."""
     path = out / "dagger.json"
     if not path.exists():
         return None
     summary = read_json(path)
     best = best_round(summary["rounds"])
     weights = Path(best["student"]) / "model.safetensors"
-    if best["round"] == 0 or not weights.exists() or \
-            sha256_file(weights) != sha256_file(bundle_dir / "model.safetensors"):
+    if not weights.exists() or sha256_file(weights) != sha256_file(bundle_dir / "model.safetensors"):
         return None
     return summary
 
@@ -324,9 +324,11 @@ def card_section(summary: dict) -> str:
                     f"{t['steps']:,} at lr {t['lr']:g}, best at {t['best_step']:,} ({t['seconds'] / 60:.0f} min) | "
                     f"{tail}")
     teacher = summary["teacher"]
+    verdict = (f"round {best['round']} gave this bundle" if best["round"]
+               else "no round beat the starting student, so this bundle is still the behaviour-cloned one")
     chosen_by = (f"then the starting student and every round's best were measured again on {conf} and compared "
-                 f"there (the best of several candidates on 30 seeds is partly luck), and round {best['round']} "
-                 "gave this bundle" if confirmed else f"round {best['round']} gave this bundle")
+                 f"there (the best of several candidates on 30 seeds is partly luck): {verdict}" if confirmed
+                 else verdict)
     lines = [
         DAGGER_START,
         "## DAgger",

@@ -252,24 +252,29 @@ def with_media(card: str, media: str) -> str:
 
 
 def dagger_card(env_id: str, bundle_dir: Path, summary: dict, num_envs: int = 1) -> dict:
-    """Update the card of a bundle that DAgger published: new numbers and provenance, media, the DAgger section
-    and round plot, and the behaviour-cloning text re-worded as what DAgger started from."""
+    """Update the card of a bundle that DAgger chose: new numbers and provenance, the DAgger section and round plot;
+    when a round's student was published, its media and the behaviour-cloning text re-worded as where DAgger
+    started (when no round beat the starting student, the card keeps its training text and media)."""
     from gptrl.training.dagger import best_round, card_section, plot_rounds, with_card_section
 
     result = refresh(env_id, bundle_dir, num_envs)
-    chosen = Path(best_round(summary["rounds"])["student"]).parent  # round-k/train: its history and candidates
+    best = best_round(summary["rounds"])
     teachers = read_json(get_recipe(env_id).teacher_dir / "teachers.json")
     plot_rounds(summary, bundle_dir / "rounds.png")
     card = (bundle_dir / "README.md").read_text()
-    card = card.replace("trained by behaviour cloning from gptrl's own teachers",
-                        "trained by behaviour cloning and DAgger from gptrl's own teachers", 1)
-    card = re.sub(r"\), is this bundle\.", "), was the student that DAgger (below) started from.", card, count=1)
+    if best["round"]:  # a DAgger round's student, not the behaviour-cloned one
+        card = card.replace("trained by behaviour cloning from gptrl's own teachers",
+                            "trained by behaviour cloning and DAgger from gptrl's own teachers", 1)
+        card = re.sub(r"\), is this bundle\.", "), was the student that DAgger (below) started from.", card, count=1)
     if "make dagger ENV=" not in card:
         card = card.replace(f"make card ENV={env_id}", f"make dagger ENV={env_id}  # resumable, runs/dagger/{env_id}\n"
                             f"make card ENV={env_id}", 1)
     card = with_card_section(card, card_section(summary))
-    media = make_media(env_id, bundle_dir, result, teachers, read_json(chosen / "history.json"), chosen, num_envs)
-    write_text(bundle_dir / "README.md", with_media(card, media))
+    if best["round"]:  # the plot of the round's training, which made these weights
+        chosen = Path(best["student"]).parent  # round-k/train
+        media = make_media(env_id, bundle_dir, result, teachers, read_json(chosen / "history.json"), chosen, num_envs)
+        card = with_media(card, media)
+    write_text(bundle_dir / "README.md", card)
     return result
 
 

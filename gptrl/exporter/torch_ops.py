@@ -19,8 +19,7 @@ class TorchOps:
 
     add, sub, mul, div = (staticmethod(f) for f in (torch.add, torch.sub, torch.mul, torch.div))
     abs, exp, log, sqrt, cos = (staticmethod(f) for f in (torch.abs, torch.exp, torch.log, torch.sqrt, torch.cos))
-    tanh, atanh, minimum = (staticmethod(f) for f in (torch.tanh, torch.atanh, torch.minimum))
-    where, less_equal, matmul = (staticmethod(f) for f in (torch.where, torch.le, torch.matmul))
+    tanh, atanh, less_equal, matmul = (staticmethod(f) for f in (torch.tanh, torch.atanh, torch.le, torch.matmul))
 
     @staticmethod
     def clip(a, low, high):
@@ -51,20 +50,12 @@ class TorchOps:
         return a.float()
 
     @staticmethod
-    def to_int(a):
-        return a.long()
-
-    @staticmethod
     def slice(a, start, end):
         return a[..., start:end]
 
     @staticmethod
     def concat(*arrays):
         return torch.cat(arrays, -1)
-
-    @staticmethod
-    def unsqueeze(a):
-        return a.unsqueeze(-1)
 
     @staticmethod
     def flatten_last2(a):

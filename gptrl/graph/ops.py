@@ -59,12 +59,6 @@ class GraphOps:
     def clip(self, a, low, high):
         return self._op("Max", self._op("Min", a, high), low)  # Clip takes scalar bounds only; these may be vectors
 
-    def minimum(self, a, b):
-        return self._op("Min", a, b)
-
-    def where(self, condition, a, b):
-        return self._op("Where", condition, a, b)
-
     def less_equal(self, a, b):
         return self._op("LessOrEqual", a, b)
 
@@ -84,23 +78,18 @@ class GraphOps:
         return self._op("ArgMax", a, axis=-1, keepdims=0)
 
     def one_hot(self, index, n):
-        hit = self._op("Equal", self.unsqueeze(index), self.g.const(np.arange(n), np.int64))
+        hit = self._op("Equal", self._op("Unsqueeze", index, self.g.const(_LAST, np.int64)),
+                       self.g.const(np.arange(n), np.int64))
         return self._op("Cast", hit, to=onnx.TensorProto.FLOAT)
 
     def to_float(self, a):
         return self._op("Cast", a, to=onnx.TensorProto.FLOAT)
-
-    def to_int(self, a):
-        return self._op("Cast", a, to=onnx.TensorProto.INT64)
 
     def slice(self, a, start, end):
         return self.g.slice_last(a, start, end)
 
     def concat(self, *arrays):
         return arrays[0] if len(arrays) == 1 else self._op("Concat", *arrays, axis=-1)
-
-    def unsqueeze(self, a):
-        return self._op("Unsqueeze", a, self.g.const(_LAST, np.int64))
 
     def flatten_last2(self, a):
         return self._op("Reshape", a, self.g.const([0, -1], np.int64))  # [B, m, n] -> [B, m * n]

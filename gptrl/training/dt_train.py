@@ -7,8 +7,8 @@ states are normalised with the training data's mean and std, which go into the b
 
 The bundle is a Hugging Face checkpoint (``config.json`` + ``model.safetensors``, loadable by
 ``DecisionTransformerModel.from_pretrained``) plus ``gptrl_dt.json``. Every ``eval_every`` steps the candidate is
-evaluated by the torch runner on held-out seeds (1000+) at the default target; the best is kept. Checkpoints make a
-run resumable.
+evaluated by the torch runner on held-out seeds (1000+) at the default target; the best is kept. The schedule,
+resumption, candidate selection and publishing are the shared loop's (``gptrl.training.loop``).
 
     python -m gptrl.training.dt_train Hopper-v5 --publish
 """
@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from gptrl.bundle.dt import DTConfig, DTSidecar
-from gptrl.fileio import atomic_dir, atomic_path, copy_file, write_json
+from gptrl.exporter.init import init_weights
+from gptrl.fileio import atomic_dir
+from gptrl.training import loop
 from gptrl.training.datasets import Episode, load_episodes, use_datasets_path
 
 
@@ -54,6 +55,7 @@ class DTTrainConfig:
     seed: int = 0
     threads: int = 1
     datasets: list[str] = field(default_factory=list)  # Minari ids; empty: the env's recipe levels
+    min_lr_ratio: ClassVar[float] = 1.0  # the recipe's learning rate stays constant after the warm-up
 
 
 def returns_to_go(rewards: np.ndarray) -> np.ndarray:
@@ -111,28 +113,9 @@ def write_dt_bundle(model, sidecar: DTSidecar, out: Path) -> Path:
     return out
 
 
-def lr_at(step: int, cfg: DTTrainConfig) -> float:
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-
-
-def init_weights(model: torch.nn.Module, layers: int, seed: int) -> None:
-    """GPT-2's initialisation: normal(0, 0.02), residual projections scaled by 1 / sqrt(2 x layers)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif "ln" in name and name.endswith("weight"):
-                p.fill_(1.0)
-            else:
-                scale = 1 / math.sqrt(2 * layers) if name.endswith("c_proj.weight") else 1.0
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02 * scale)
-
-
 def train(env_id: str, out: Path, episodes: list[Episode], cfg: DTTrainConfig, progress: bool = True) -> dict:
     """Train (or resume); the best candidate bundle ends in ``out/best``."""
     import gymnasium as gym
-    from tqdm import tqdm
 
     from gptrl.evaluation import evaluate
     from gptrl.exporter.dt.model import DecisionTransformer
@@ -150,65 +133,28 @@ def train(env_id: str, out: Path, episodes: list[Episode], cfg: DTTrainConfig, p
                       max_ep_len=cfg.max_ep_len, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
                       resid_pdrop=cfg.dropout)
     sidecar = DTSidecar(mean.tolist(), std.tolist(), cfg.scale, cfg.target_return, env_id, cfg.context)
-    model = DecisionTransformer(config)
-    init_weights(model, cfg.layers, cfg.seed)
+    model = init_weights(DecisionTransformer(config), cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     windows = DTWindows(episodes, cfg, mean, std)
-    state = {"step": 0, "best": None, "history": []}
-    ckpt = out / "checkpoint.pt"
-    if ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False)
-        if {k: v for k, v in saved["config"].items() if k not in ("steps", "eval_every")} != \
-                {k: v for k, v in asdict(cfg).items() if k not in ("steps", "eval_every")}:
-            raise FileExistsError(f"{ckpt} was made with other settings; remove {out} or pick another --out")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        windows.rng.bit_generator.state = saved["rng"]
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["state"]
-    started = time.time() - (state["history"][-1]["seconds"] if state["history"] else 0.0)
-    bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"dt {env_id}", unit="step", disable=not progress)
-    running = None
-    model.train()
-    while state["step"] < cfg.steps:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(state["step"], cfg)
+
+    def loss() -> tuple[torch.Tensor, float]:
         batch = {k: torch.from_numpy(v) for k, v in windows.sample(cfg.batch_size).items()}
         pred = model(batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"],
                      batch["mask"]).action_preds
         mask = batch["mask"][..., None]
-        loss = (((pred - batch["actions"]) ** 2) * mask).sum() / (mask.sum() * A)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        state["step"] += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        bar.update(1)
-        bar.set_postfix(mse=f"{running:.4f}")
-        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            model.eval()
-            candidate = write_dt_bundle(model, sidecar, out / "candidate")
-            runner = load_dt_runner(candidate, num_envs=cfg.eval_episodes)
-            result = evaluate(env_id, runner, seeds=range(cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes),
-                              num_envs=cfg.eval_episodes, target_return=cfg.target_return)
-            model.train()
-            record = {"step": state["step"], "action_mse": round(running, 5),
-                      "return_mean": round(result.return_mean, 2), "return_std": round(result.return_std, 2),
-                      "seconds": round(time.time() - started, 1)}
-            state["history"].append(record)
-            if state["best"] is None or record["return_mean"] > state["best"]["return_mean"]:
-                state["best"] = record
-                write_dt_bundle(model, sidecar, out / "best")
-            bar.write(json.dumps(record))
-            with atomic_path(ckpt) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                            "rng": windows.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                            "config": asdict(cfg)}, tmp)
-            write_json(out / "history.json", {"config": asdict(cfg), "episodes": len(episodes),
-                                              "dataset_steps": int(windows.lengths.sum()), **state})
-    bar.close()
-    return state
+        mse = (((pred - batch["actions"]) ** 2) * mask).sum() / (mask.sum() * A)
+        return mse, mse.item()
+
+    def measure(folder: Path) -> dict:
+        runner = load_dt_runner(folder, num_envs=cfg.eval_episodes)
+        result = evaluate(env_id, runner, seeds=range(cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes),
+                          num_envs=cfg.eval_episodes, target_return=cfg.target_return)
+        return {"return_mean": round(result.return_mean, 2), "return_std": round(result.return_std, 2)}
+
+    learner = loop.Learner(model, opt, loss, lambda folder: write_dt_bundle(model, sidecar, folder), measure,
+                           windows.rng, identity={})
+    notes = {"episodes": len(episodes), "dataset_steps": int(windows.lengths.sum())}
+    return loop.run(learner, cfg, out, desc=f"dt {env_id}", progress=progress, notes=notes)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -238,22 +184,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def publish(best: Path, dest: Path) -> Path:
-    """Put the best candidate's checkpoint into the bundle folder ``dest`` and export its policy.onnx; returns it.
+    """``gptrl.training.loop.publish`` (the policy files replaced, the card kept); returns the new policy.onnx."""
+    from gptrl.bundle.files import POLICY_FILE
 
-    Only the files a policy is built from are replaced (those ``best`` lacks are removed, so no stale weights
-    stay beside the new ones); the card's files (README.md, eval.json, conditioning.json, the media) stay until
-    ``make dt-card`` measures the new weights and rewrites them.
-    """
-    from gptrl.bundle.files import SOURCE_FILES
-    from gptrl.exporter import export_onnx
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in SOURCE_FILES:
-        if (best / name).is_file():
-            copy_file(best / name, dest / name)
-        elif (dest / name).exists():
-            (dest / name).unlink()
-    return export_onnx(dest)
+    return loop.publish(best, dest) / POLICY_FILE
 
 
 if __name__ == "__main__":

@@ -2,12 +2,17 @@
 
 The model is the bundle architecture unchanged (``gptrl.exporter.PolicyModel``), trained on windows
 that show it exactly what its rollout cache will show (``gptrl.training.windows``). The action head learns the
-expert's action (MSE of the squashed action); the log-std and value heads learn, on detached features, the
-spread of the behaviour's actions and the discounted return, so they never pull on the policy's features.
+expert's action; the spread (the log-std head, where the action type has one) and value heads learn, on detached
+features, the spread of the behaviour's actions and the discounted return, so they never pull on the policy's
+features.
+
+The action head's loss is the action codec's (``ActionCodec.imitation_loss``: for the tanh Box the MSE of the squashed
+action, for a Discrete action the cross-entropy), so the same loop clones any action and observation type.
 
 Every ``eval_every`` steps the model is written as a bundle, exported to ONNX (verified against torch) and
 evaluated on the ONNX runtime on held-out seeds (``eval_seed`` onwards, never the 0..49 that the model card
-reports). The best candidate is kept; a checkpoint makes the run resumable.
+reports). The schedule, resumption and the choice of the best candidate are the shared loop's
+(``gptrl.training.loop``).
 
     python -m gptrl.training.train Hopper-v5 --out runs/train/Hopper-v5 --publish
 """
@@ -16,23 +21,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import shutil
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gptrl.bundle import make_config
-from gptrl.exporter.causal.model import PolicyModel, init_weights
-from gptrl.fileio import atomic_dir, atomic_path, copy_file, write_json
+from gptrl.bundle.codecs import action_for_space, observation_for_space
+from gptrl.bundle.weights import VALUE_HEAD
+from gptrl.exporter.causal.model import PolicyModel
+from gptrl.exporter.init import init_weights
+from gptrl.training import loop
 from gptrl.training.datasets import Episode, load_episodes, use_datasets_path
+from gptrl.training.loop import publish
 from gptrl.training.recipes import get_recipe
 from gptrl.training.windows import WindowBatch, WindowSampler
 
-LOG_STD_FIT_CLIP = 0.999  # behaviour actions are clipped this far inside the bounds before atanh
+__all__ = ["TrainConfig", "as_tensors", "bc_losses", "build_model", "falls", "load_student", "publish", "train"]
 
 
 @dataclass
@@ -56,21 +62,22 @@ class TrainConfig:
 
 
 def build_model(env_id: str, episodes: list[Episode], model_kwargs: dict, seed: int) -> PolicyModel:
-    """A freshly initialised policy for ``env_id`` whose embedded normaliser fits the dataset's states."""
+    """A freshly initialised policy for ``env_id`` (its action codec and observation encoder from the env's spaces)
+    whose embedded normaliser, where the observations have one, fits the dataset's states."""
     import gymnasium as gym
 
-    space = gym.spec(env_id)
-    env = gym.make(space)
-    low, high = env.action_space.low, env.action_space.high
-    state_dim = env.observation_space.shape[0]
+    env = gym.make(env_id)
+    observation, action = observation_for_space(env.observation_space), action_for_space(env.action_space)
     env.close()
-    config = make_config(state_dim=state_dim, action_low=low, action_high=high, env_id=env_id, **model_kwargs)
+    config = make_config(observation=observation, action=action, env_id=env_id, **model_kwargs)
     model = init_weights(PolicyModel(config), seed=seed)
-    states = np.concatenate([e.observations for e in episodes]).astype(np.float64)
-    with torch.no_grad():
-        model.state_normalization_enabled.fill_(1.0)
-        model.state_normalization_mean.copy_(torch.as_tensor(states.mean(axis=0), dtype=torch.float32))
-        model.state_normalization_std.copy_(torch.as_tensor(np.maximum(states.std(axis=0), 1e-3), dtype=torch.float32))
+    if observation.normalized:
+        states = np.concatenate([e.observations for e in episodes]).astype(np.float64)
+        with torch.no_grad():
+            model.state_normalization_enabled.fill_(1.0)
+            model.state_normalization_mean.copy_(torch.as_tensor(states.mean(axis=0), dtype=torch.float32))
+            model.state_normalization_std.copy_(torch.as_tensor(np.maximum(states.std(axis=0), 1e-3),
+                                                                dtype=torch.float32))
     return model
 
 
@@ -99,59 +106,27 @@ def as_tensors(batch: WindowBatch, device: str = "cpu") -> dict[str, torch.Tenso
 
 
 def bc_losses(model: PolicyModel, batch: dict[str, torch.Tensor], value_scale: float) -> dict[str, torch.Tensor]:
-    """Action MSE (in [-1, 1] units), and the auxiliary log-std NLL and value MSE on detached features."""
+    """The codec's imitation loss of the expert's action, and on detached features the codec's spread loss of the
+    behaviour's actions (zero where the type has no separate spread) and the value MSE."""
+    codec, ops = model.codec, model.ops
     h = model.features(batch["states"], batch["actions"], batch["is_bos"],
                        positions=batch["positions"], attn_mask=batch["attn_mask"])
-    mu = model.output_head[0](h)
-    aux = model.heads(h.detach())  # the auxiliary heads read the features without moving them
+    first = model.output_head[0](h)  # the greedy part: moves the features
+    fixed = h.detach()  # the auxiliary heads read the features without moving them
+    others = {k: model.output_head[k](fixed) for k in codec.heads if k != 0}
     mask = batch["loss_mask"].float()
     count = mask.sum().clamp_min(1.0)
-    low, high = model.action_low, model.action_high
-    to_unit = lambda a: 2.0 * (a - low) / (high - low) - 1.0
-    action = (((torch.tanh(mu) - to_unit(batch["targets"])) ** 2).mean(-1) * mask).sum() / count
-    behaviour = torch.atanh(to_unit(batch["behaviour"]).clamp(-LOG_STD_FIT_CLIP, LOG_STD_FIT_CLIP))
-    log_std = aux.log_std.clamp(-5.0, 2.0)
-    nll = (log_std + 0.5 * ((behaviour - mu.detach()) / log_std.exp()) ** 2).mean(-1)
-    value = ((aux.value - batch["returns"]) / value_scale) ** 2
-    return {"action": action, "log_std": (nll * mask).sum() / count, "value": (value * mask).sum() / count}
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    mean = lambda per_token: (per_token * mask).sum() / count
+    action = mean(codec.imitation_loss(ops, codec.params(ops, {0: first, **others}), batch["targets"]))
+    spread = codec.spread_loss(ops, codec.params(ops, {0: first.detach(), **others}), batch["behaviour"])
+    value = ((model.output_head[VALUE_HEAD](fixed).squeeze(-1) - batch["returns"]) / value_scale) ** 2
+    return {"action": action, "log_std": mean(spread) if spread is not None else action.new_zeros(()),
+            "value": mean(value)}
 
 
 def falls(result, max_steps: int = 1000) -> int:
     """Episodes that ended before ``max_steps``: for the MuJoCo locomotion envs, a fall (termination)."""
     return int(sum(n < max_steps for n in result["lengths"]))
-
-
-def evaluate_candidate(model: PolicyModel, folder: Path, episodes: int, seed: int) -> dict:
-    """Write ``model`` as a bundle in ``folder``, export its ONNX graph and evaluate that on the ONNX runtime."""
-    from gptrl.evaluation import evaluate
-    from gptrl.exporter import export_bundle, export_onnx
-    from gptrl.runtime import load_policy
-
-    export_bundle(model, folder, overwrite=True)
-    export_onnx(folder)
-    policy = load_policy(folder, num_envs=episodes)
-    return evaluate(model.config.env_id, policy, seeds=range(seed, seed + episodes), num_envs=episodes)
-
-
-RESUMABLE_CHANGES = {"steps", "eval_every", "eval_episodes", "threads", "device"}
-
-
-def _same_run(saved: dict, wanted: dict) -> bool:
-    """A checkpoint continues under a new step budget (the schedule stretches) or evaluation cadence, nothing else."""
-    return {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES} == \
-        {k: v for k, v in wanted.items() if k not in RESUMABLE_CHANGES}
-
-
-def _save_atomic(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, cfg: TrainConfig,
@@ -160,8 +135,6 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
 
     ``init``: a bundle folder to continue training from (DAgger's rounds) instead of a fresh initialisation.
     """
-    from tqdm import tqdm
-
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -175,67 +148,32 @@ def train(env_id: str, out: Path, episodes: list[Episode], model_kwargs: dict, c
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    state = {"step": 0, "best": None, "history": []}
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False, map_location=cfg.device)
-        if not _same_run(ckpt["config"], asdict(cfg)) or ckpt["model_kwargs"] != model_kwargs:
-            raise FileExistsError(f"{ckpt_path} was made with other settings; remove {out} or pick another --out")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sampler.rng.bit_generator.state = ckpt["sampler_rng"]
-        torch.set_rng_state(ckpt["torch_rng"].cpu())
-        state = ckpt["state"]
-    # Wall time across resumptions: this run's clock starts where the last checkpoint's left off.
-    started = time.time() - (state["history"][-1]["seconds"] if state["history"] else 0.0)
-    bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"train {env_id}", unit="step", disable=not progress)
-    running = None
-    while state["step"] < cfg.steps:
-        step = state["step"]
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        batch = as_tensors(sampler.sample(cfg.batch_size), cfg.device)
-        losses = bc_losses(model, batch, value_scale)
-        total = losses["action"] + cfg.aux_weight * (losses["log_std"] + losses["value"])
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        state["step"] = step + 1
-        loss = losses["action"].item()
-        running = loss if running is None else 0.98 * running + 0.02 * loss
-        bar.update(1)
-        bar.set_postfix(action_mse=f"{running:.4f}", best=state["best"] and f"{state['best']['return_mean']:.0f}")
-        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            model.eval()
-            result = evaluate_candidate(model, out / "candidate", cfg.eval_episodes, cfg.eval_seed)
-            model.train()
-            record = {"step": state["step"], "action_mse": round(running, 5),
-                      "return_mean": round(result["return_mean"], 2), "return_std": round(result["return_std"], 2),
-                      "length_mean": result["length_mean"], "falls": falls(result),
-                      "seconds": round(time.time() - started, 1)}
-            state["history"].append(record)
-            if state["best"] is None or record["return_mean"] > state["best"]["return_mean"]:
-                state["best"] = record
-                with atomic_dir(out / "best", overwrite=True) as tmp:
-                    shutil.copytree(out / "candidate", tmp, dirs_exist_ok=True)
-            bar.write(json.dumps(record))
-            _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                          "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                          "config": asdict(cfg), "model_kwargs": model_kwargs}, ckpt_path)
-            write_json(out / "history.json", {"config": asdict(cfg), "model": model_kwargs,
-                                              "dataset_steps": sampler.num_steps, "dataset_episodes": len(episodes),
-                                              **(notes or {}), **state})
-    bar.close()
-    return state
 
+    def loss() -> tuple[torch.Tensor, float]:
+        losses = bc_losses(model, as_tensors(sampler.sample(cfg.batch_size), cfg.device), value_scale)
+        return losses["action"] + cfg.aux_weight * (losses["log_std"] + losses["value"]), losses["action"].item()
 
-def publish(best: Path, dest: Path) -> Path:
-    """Copy the best candidate (config, weights, policy.onnx) into ``dest``, keeping dest's README.md."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.safetensors", "policy.onnx"):
-        copy_file(best / name, dest / name)
-    return dest
+    def measure(folder: Path) -> dict:
+        from gptrl.evaluation import evaluate
+        from gptrl.exporter import export_onnx
+        from gptrl.runtime import load_policy
+
+        export_onnx(folder)
+        result = evaluate(env_id, load_policy(folder, num_envs=cfg.eval_episodes),
+                          seeds=range(cfg.eval_seed, cfg.eval_seed + cfg.eval_episodes), num_envs=cfg.eval_episodes)
+        return {"return_mean": round(result["return_mean"], 2), "return_std": round(result["return_std"], 2),
+                "length_mean": result["length_mean"], "falls": falls(result)}
+
+    def write_candidate(folder: Path) -> None:
+        from gptrl.exporter import export_bundle
+
+        export_bundle(model, folder, overwrite=True)
+
+    learner = loop.Learner(model, opt, loss, write_candidate, measure, sampler.rng,
+                           identity={"model_kwargs": model_kwargs})
+    history = {"model": model_kwargs, "dataset_steps": sampler.num_steps, "dataset_episodes": len(episodes),
+               **(notes or {})}
+    return loop.run(learner, cfg, out, desc=f"train {env_id}", progress=progress, notes=history)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,15 +20,20 @@ from gptrl.training.datasets import Episode
 
 @dataclass
 class WindowBatch:
-    states: np.ndarray  # [B, L, S] float32
-    actions: np.ndarray  # [B, L, A] float32, the action slot of each token (zeros for BOS)
+    states: np.ndarray  # [B, L, S] float32 (int64 tokens)
+    actions: np.ndarray  # [B, L, *action] the action slot of each token (zeros for BOS), the action's dtype
     is_bos: np.ndarray  # [B, L] bool
     positions: np.ndarray  # [B, L] int64
     attn_mask: np.ndarray  # [B, L, L] bool, True = may attend
-    targets: np.ndarray  # [B, L, A] the expert's action for the step each slot predicts
-    behaviour: np.ndarray  # [B, L, A] the action the behaviour actor took at that step
+    targets: np.ndarray  # [B, L, *action] the expert's action for the step each slot predicts
+    behaviour: np.ndarray  # [B, L, *action] the action the behaviour actor took at that step
     returns: np.ndarray  # [B, L] discounted return from that step
     loss_mask: np.ndarray  # [B, L] bool
+
+
+def _dtype(array: np.ndarray) -> type:
+    """Whole numbers stay int64 (tokens, Discrete actions); anything else is float32."""
+    return np.int64 if array.dtype.kind in "iu" else np.float32
 
 
 def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
@@ -97,10 +102,11 @@ class WindowSampler:
         attn |= np.eye(L, dtype=bool)[None]
         first_needed = np.maximum(1, slot - self.receptive)
         loss_mask = valid & ((slot == 0) | (first_needed >= start[:, None]))
-        zero = ~valid[..., None]
+        pad = lambda mask, like: mask.reshape(mask.shape + (1,) * (like.ndim - 1))  # [B, L] -> the array's rank
+        states, actions = self.states[flat], self.actions[flat]
         return WindowBatch(
-            states=np.where(zero, 0.0, self.states[flat]).astype(np.float32),
-            actions=np.where(zero | is_bos[..., None], 0.0, self.actions[flat]).astype(np.float32),
+            states=np.where(pad(~valid, self.states), 0, states).astype(_dtype(states)),
+            actions=np.where(pad(~valid | is_bos, self.actions), 0, actions).astype(_dtype(actions)),
             is_bos=is_bos,
             positions=positions,
             attn_mask=attn,

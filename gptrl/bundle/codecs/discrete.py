@@ -85,9 +85,13 @@ class Discrete(ActionCodec):
         return ops.argmax(ops.slice(params, 0, self.n))
 
     def sample_latent(self, ops: Ops, params: Array, uniform: Array) -> Array:
-        cdf = ops.matmul(ops.softmax(params), ops.const(self._cdf_upper()))
-        below = ops.sum(ops.to_float(ops.less_equal(cdf, ops.slice(uniform, 0, 1))))  # entries with cdf_k <= u
-        return ops.to_int(ops.minimum(below, ops.const(float(self.n - 1))))
+        """The first k with cdf_k > u (the last cdf entry raised to 2, so rounding never leaves none): an ArgMax,
+        which every runtime gives as int64 (tract reads a float cast to int64 as a shape)."""
+        last = np.zeros(self.n, np.float32)
+        last[-1] = 2.0
+        cdf = ops.add(ops.matmul(ops.softmax(params), ops.const(self._cdf_upper())), ops.const(last))
+        below = ops.to_float(ops.less_equal(cdf, ops.slice(uniform, 0, 1)))
+        return ops.argmax(ops.sub(ops.const(1.0), below))
 
     def latent_log_prob(self, ops: Ops, params: Array, latent: Array) -> Array:
         return ops.sum(ops.mul(ops.one_hot(latent, self.n), ops.log_softmax(params)))

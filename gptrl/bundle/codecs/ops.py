@@ -28,8 +28,6 @@ class Ops(Protocol):
     def tanh(self, a: Array) -> Array: ...
     def atanh(self, a: Array) -> Array: ...
     def clip(self, a: Array, low: Array, high: Array) -> Array: ...
-    def minimum(self, a: Array, b: Array) -> Array: ...
-    def where(self, condition: Array, a: Array, b: Array) -> Array: ...
     def less_equal(self, a: Array, b: Array) -> Array: ...
     def sum(self, a: Array) -> Array:
         """Sum over the last axis (dropped)."""
@@ -44,16 +42,11 @@ class Ops(Protocol):
         """float32 [..., n] from int64 indices [...]."""
 
     def to_float(self, a: Array) -> Array: ...
-    def to_int(self, a: Array) -> Array:
-        """int64 of a float holding whole numbers."""
 
     def slice(self, a: Array, start: int, end: int) -> Array:
         """a[..., start:end]."""
 
     def concat(self, *arrays: Array) -> Array: ...
-    def unsqueeze(self, a: Array) -> Array:
-        """a[..., None]."""
-
     def flatten_last2(self, a: Array) -> Array:
         """[..., m, n] -> [..., m * n]."""
 
@@ -66,7 +59,7 @@ class NumpyOps:
 
     add, sub, mul, div = np.add, np.subtract, np.multiply, np.divide
     abs, exp, log, sqrt, cos, tanh, atanh = np.abs, np.exp, np.log, np.sqrt, np.cos, np.tanh, np.arctanh
-    minimum, where, less_equal, matmul = np.minimum, np.where, np.less_equal, np.matmul
+    less_equal, matmul = np.less_equal, np.matmul
 
     def clip(self, a, low, high):
         return np.clip(a, low, high)
@@ -90,17 +83,11 @@ class NumpyOps:
     def to_float(self, a):
         return np.asarray(a, np.float32)
 
-    def to_int(self, a):
-        return np.asarray(a).astype(np.int64)
-
     def slice(self, a, start, end):
         return a[..., start:end]
 
     def concat(self, *arrays):
         return np.concatenate(arrays, axis=-1)
-
-    def unsqueeze(self, a):
-        return np.asarray(a)[..., None]
 
     def flatten_last2(self, a):
         return a.reshape(*a.shape[:-2], -1)

@@ -13,7 +13,6 @@ Two entry points share every layer:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -226,6 +225,10 @@ class PolicyModel(nn.Module):
             self.register_buffer("action_high", torch.as_tensor(self.codec.high), persistent=False)
 
     @property
+    def num_layers(self) -> int:
+        return self.config.model.num_layers
+
+    @property
     def ops(self) -> TorchOps:
         """The codecs' ops on this model's device."""
         return TorchOps(self.input_proj.layers[0].weight.device)
@@ -366,20 +369,3 @@ class PolicyModel(nn.Module):
         shape = (batch, cfg.num_heads, length, cfg.head_dim)
         device = device or self.input_proj.layers[0].weight.device
         return [(torch.zeros(shape, device=device), torch.zeros(shape, device=device)) for _ in range(cfg.num_layers)]
-
-
-def init_weights(model: PolicyModel, seed: int | None = None) -> PolicyModel:
-    """GPT-style random initialisation (normal 0.02, residual projections scaled by depth)."""
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    depth_scale = 1.0 / math.sqrt(2 * model.config.model.num_layers)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif "norm" in name or ".ln_" in name:
-                p.fill_(1.0)
-            else:
-                residual = name.endswith(("o_proj.weight", "down_proj.weight", "c_proj.weight"))
-                std = 0.02 * (depth_scale if residual else 1.0)
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
-    return model

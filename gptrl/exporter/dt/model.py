@@ -65,6 +65,10 @@ class DecisionTransformer(nn.Module):
         self.predict_action = nn.Sequential(nn.Linear(h, c.act_dim), *([nn.Tanh()] if c.action_tanh else []))
         self.predict_return = nn.Linear(h, 1)
 
+    @property
+    def num_layers(self) -> int:
+        return self.config.n_layer
+
     def tokens(self, states: Tensor, actions: Tensor, returns_to_go: Tensor, timesteps: Tensor) -> Tensor:
         """[B, T, ...] inputs -> [B, 3T, h] embeddings ordered (R_1, s_1, a_1, R_2, ...), after embed_ln."""
         b, t = states.shape[:2]

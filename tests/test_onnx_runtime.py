@@ -150,14 +150,14 @@ def test_gpt2_graph_refuses_an_unservable_cache(exported):
 
 def test_cache_buffers_are_preallocated_and_updated_in_place(exported):
     policy = load_policy(exported["llama-hopper-single", "attention"], num_envs=2)
-    pointers = [a.ctypes.data for a in policy._keys + policy._values]
+    pointers = [a.ctypes.data for a in policy.cache.keys + policy.cache.values]
     obs = load_trace("llama-hopper-single").observations[:20, 0]
     policy.reset(np.stack([obs[0], obs[1]]))
-    before = policy._keys[0].copy()
+    before = policy.cache.keys[0].copy()
     for t in range(2, 19):
         policy.act(np.stack([obs[t], obs[t + 1]]))
-    assert [a.ctypes.data for a in policy._keys + policy._values] == pointers
-    assert not np.array_equal(before, policy._keys[0])  # the graph wrote into our buffer
+    assert [a.ctypes.data for a in policy.cache.keys + policy.cache.values] == pointers
+    assert not np.array_equal(before, policy.cache.keys[0])  # the graph wrote into our buffer
 
 
 def test_cuda_request_without_a_gpu_falls_back_with_one_log_line(exported, caplog):

@@ -21,6 +21,7 @@ from gptrl.errors import BundleError
 from gptrl.families import family_of_graph
 from gptrl.fileio import sha256_file
 from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, StepOutputs, resolve_serving
+from gptrl.runtime.cache import CACHES
 from gptrl.runtime.checks import check_io, check_seal
 from gptrl.runtime.session import bind_array, make_session, session_device
 from gptrl.runtime.stateful import StatefulPolicy
@@ -44,14 +45,13 @@ class OnnxPolicy(CachedPolicy):
         config = self.config = metadata.config
         self.metadata, self.session, self.variant = metadata, session, metadata.variant
         kv, mode = resolve_serving(config, kv_cache_max_len, bos_cache_mode, num_envs)
-        ring = kv + 1 if self.variant == "attention" else kv
-        self.state = RolloutState(num_envs, config.observation, config.action, kv, mode, ring_size=ring,
-                                  positions=positions)
+        layout = CACHES[metadata.variant]
+        self.state = RolloutState(num_envs, config.observation, config.action, kv, mode,
+                                  ring_size=kv + layout.extra_slots, positions=positions)
         self.device = session_device(session)
+        self.cache = layout(config.model, self.num_envs, self.state.ring_size, self.device == "cuda")
         self._allocate()
         self._bind()
-
-    # -- buffers and bindings ----------------------------------------------------
 
     @property
     def stochastic(self) -> bool:
@@ -62,44 +62,28 @@ class OnnxPolicy(CachedPolicy):
         return (f"a {FORMAT_V1} graph has no sampling inputs: re-export it with `gptrl export` to sample"
                 if not self.metadata.sampling else "its head describes no distribution to sample from")
 
+    # -- buffers and bindings ----------------------------------------------------
+
     def _allocate(self) -> None:
-        c, m, codec = self.config, self.config.model, self.config.action
-        B, S, H, hd, L = self.num_envs, c.state_dim, m.num_heads, m.head_dim, m.num_layers
-        ring = self.state.ring_size
-        f32 = np.float32
+        c, codec, B, f32 = self.config, self.config.action, self.num_envs, np.float32
         self._in = {
-            "state": np.zeros((B, S), c.observation.dtype),
+            "state": np.zeros((B, c.state_dim), c.observation.dtype),
             "action": np.zeros((B, *codec.shape), codec.dtype),
             "is_bos": np.zeros(B, f32),
             "position": np.zeros(B, np.int64),
+            **self.cache.inputs,
         }
         self._out = {"action_out": np.zeros((B, *codec.shape), codec.dtype), "value": np.zeros(B, f32),
-                     "termination_prob": np.zeros(B, f32)}
+                     "termination_prob": np.zeros(B, f32), **self.cache.outputs}
         if self.metadata.sampling:
             self._in |= {"uniform": np.zeros((B, codec.noise_width), f32), "sample": np.zeros(B, bool)}
             self._out |= {"log_prob": np.zeros(B, f32), "dist": np.zeros((B, codec.param_width), f32)}
-        if self.variant == "attention":
-            self._in["write_index"] = np.zeros(B, np.int64)
-            self._in["attn_mask"] = np.zeros((B, ring), bool)
-            key_shape = value_shape = (B, H, ring, hd)
-        else:
-            self._in["past_valid"] = np.zeros((B, ring), bool)
-            key_shape, value_shape = (B, H, hd, ring), (B, H, ring, hd)
-            for i in range(L):
-                self._out[f"new_key.{i}"] = np.zeros((B, H, hd), f32)
-                self._out[f"new_value.{i}"] = np.zeros((B, H, hd), f32)
-        self._keys = [np.zeros(key_shape, f32) for _ in range(L)]
-        self._values = [np.zeros(value_shape, f32) for _ in range(L)]
-        self._slot_writes = [] if self.variant == "attention" else [
-            (self._keys[i], self._values[i], self._out[f"new_key.{i}"], self._out[f"new_value.{i}"]) for i in range(L)
-        ]
 
     def _bind(self) -> None:
+        """Every buffer bound once: by pointer on CPU; on CUDA the step's inputs as device copies updated per
+        step (and the attention ring on the device)."""
         io = self._io = self.session.io_binding()
         on_gpu = self.device == "cuda"
-        if on_gpu and self.variant != "attention":
-            log.warning("gptrl.runtime: the portable graph keeps its cache in host memory under CUDA; "
-                        "export with the default (attention) variant to keep it on the GPU")
         self._device_inputs: dict[str, ort.OrtValue] = {}
         for name, array in self._in.items():
             if on_gpu:
@@ -109,20 +93,7 @@ class OnnxPolicy(CachedPolicy):
                 bind_array(io.bind_input, name, array)
         for name, array in self._out.items():
             bind_array(io.bind_output, name, array)
-        # Caches are never cleared on reset: slots a row may not see are masked out, and every
-        # value in them was written by the graph (finite), so they contribute exactly zero.
-        self._device_cache: list[ort.OrtValue] = []
-        for i, (k, v) in enumerate(zip(self._keys, self._values)):
-            for kind, array in (("key", k), ("value", v)):
-                if on_gpu and self.variant == "attention":
-                    value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
-                    self._device_cache.append(value)
-                    io.bind_ortvalue_input(f"past_{kind}.{i}", value)
-                    io.bind_ortvalue_output(f"present_{kind}.{i}", value)  # in place
-                else:
-                    bind_array(io.bind_input, f"past_{kind}.{i}", array)
-                    if self.variant == "attention":
-                        bind_array(io.bind_output, f"present_{kind}.{i}", array)  # in place
+        self.cache.bind(io)
 
     # -- one step ------------------------------------------------------------------
 
@@ -135,19 +106,11 @@ class OnnxPolicy(CachedPolicy):
         ins["position"][:] = state.position_ids()
         if self.metadata.sampling:
             ins["uniform"][:], ins["sample"][:] = step.uniform, step.sample
-        if self.variant == "attention":
-            ins["write_index"][:] = slot
-            mask = ins["attn_mask"]
-            mask[:] = state.valid
-            mask[:, slot] = True  # the new token itself
-        else:
-            ins["past_valid"][:] = state.valid
+        self.cache.before(state)
         for name, value in self._device_inputs.items():
             value.update_inplace(ins[name])
         self.session.run_with_iobinding(self._io)
-        for cache_k, cache_v, new_k, new_v in self._slot_writes:  # portable graph only
-            cache_k[:, :, :, slot] = new_k
-            cache_v[:, :, slot, :] = new_v
+        self.cache.after(slot)
         out = self._out
         term = out["termination_prob"].copy() if self.config.model.use_eos else None
         copy = lambda name: out[name].copy() if name in out else None

@@ -9,7 +9,7 @@ GPTRL_EDITABLE := $(PIP) install --no-deps --no-build-isolation --editable .
 
 DEMO_BUNDLE ?= bundles/hopper-v5
 
-.PHONY: install install-runtime lock test lint demo verify-cards export bench bench-edge soak teacher data train dagger card dt-train dt-card clean
+.PHONY: install install-runtime lock test lint demo verify-cards export bench bench-edge soak teacher data train dagger card dt-train dt-card ppo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +97,11 @@ dt-train: install
 
 dt-card: install
 	$(PY) -m gptrl.training.dt_card $(ENV)
+
+# PPO of the transformer policy acting through its KV cache (resumable, runs/ppo/ENV); the best held-out candidate
+# to bundles/<env id lowercased>/ with policy.onnx:  make ppo ENV=CartPole-v1
+ppo: install
+	$(PY) -m gptrl.training.ppo $(ENV) --publish
 
 # Re-run every model card's closed-loop measurements with the card's own commands (torch-free) and report per seed
 # what differs, saying first whether this machine matches each card's provenance (exit 1 only for a regression:

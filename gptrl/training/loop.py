@@ -63,7 +63,7 @@ def run(learner: Learner, cfg: Any, out: Path, *, desc: str, progress: bool = Tr
     from tqdm import tqdm
 
     model, opt = learner.model, learner.optimizer
-    state = _resume(learner, cfg, out / "checkpoint.pt")
+    state = resume(learner, cfg, out / "checkpoint.pt")
     started = time.time() - (state["history"][-1]["seconds"] if state["history"] else 0.0)  # across resumptions
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=desc, unit="step", disable=not progress)
     running = None
@@ -81,14 +81,15 @@ def run(learner: Learner, cfg: Any, out: Path, *, desc: str, progress: bool = Tr
         bar.update(1)
         bar.set_postfix({learner.loss_name: f"{running:.4f}"})
         if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            record = _evaluate(learner, out, state, running, started)
+            record = evaluate_candidate(learner, out, state, running, started)
             bar.write(json.dumps(record))
-            _save(learner, cfg, state, out, notes)
+            save_checkpoint(learner, cfg, state, out, notes)
     bar.close()
     return state
 
 
-def _evaluate(learner: Learner, out: Path, state: dict[str, Any], running: float, started: float) -> dict[str, Any]:
+def evaluate_candidate(learner: Learner, out: Path, state: dict[str, Any], running: float,
+                       started: float) -> dict[str, Any]:
     """Write and measure the candidate; it becomes ``out/best`` when its mean return is the best so far."""
     learner.model.eval()
     learner.write_candidate(out / "candidate")
@@ -104,7 +105,7 @@ def _evaluate(learner: Learner, out: Path, state: dict[str, Any], running: float
     return record
 
 
-def _resume(learner: Learner, cfg: Any, path: Path) -> dict[str, Any]:
+def resume(learner: Learner, cfg: Any, path: Path) -> dict[str, Any]:
     state: dict[str, Any] = {"step": 0, "best": None, "history": []}
     if not path.exists():
         return state
@@ -118,7 +119,8 @@ def _resume(learner: Learner, cfg: Any, path: Path) -> dict[str, Any]:
     return saved["state"]
 
 
-def _save(learner: Learner, cfg: Any, state: dict[str, Any], out: Path, notes: dict[str, Any] | None) -> None:
+def save_checkpoint(learner: Learner, cfg: Any, state: dict[str, Any], out: Path,
+                    notes: dict[str, Any] | None) -> None:
     with atomic_path(out / "checkpoint.pt") as tmp:
         torch.save({"model": learner.model.state_dict(), "optimizer": learner.optimizer.state_dict(), "state": state,
                     "sampler_rng": learner.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),

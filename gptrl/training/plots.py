@@ -103,3 +103,22 @@ def plot_rounds(rounds: Sequence[int], means: Sequence[float], stds: Sequence[fl
         return _save(fig, Path(out))
     finally:
         plt.close(fig)
+
+
+def plot_learning_curve(history: Sequence[dict], out: str | Path, *, title: str = "") -> Path:
+    """An RL run's held-out return (mean and std over its seeds) and its training episodes' return, by env step."""
+    plt = _figure()
+    steps = [r["step"] for r in history]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.errorbar(steps, [r["return_mean"] for r in history], yerr=[r.get("return_std", 0.0) for r in history],
+                color="tab:orange", marker="s", ms=3, capsize=2, label="held-out return (greedy, ONNX runtime)")
+    ax.plot(steps, [r["train_return"] for r in history], color="tab:blue", marker="o", ms=3,
+            label="training episodes (sampled, last 20)")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title or "learning curve")
+    ax.legend(fontsize=8)
+    try:
+        return _save(fig, Path(out))
+    finally:
+        plt.close(fig)

@@ -299,6 +299,7 @@ class PolicyModel(nn.Module):
         *,
         positions: Tensor | None = None,
         attn_mask: Tensor | None = None,
+        kv_out: KVCache | None = None,
     ) -> Tensor:
         """Final hidden states [B, T, d] of a causal pass: states [B, T, S], actions [B, T, A], is_bos [B, T].
 
@@ -306,7 +307,8 @@ class PolicyModel(nn.Module):
         (True = real token) hides padding keys. Training windows that must match a rollout's
         cache exactly pass their own ``positions`` [B, T] and ``attn_mask`` [B, T, T]
         (True = query may attend to key) instead. Head outputs at token t predict the
-        action that follows it.
+        action that follows it. ``kv_out``, where given, receives each layer's (keys, values) [B, H, T, hd]: what
+        these tokens would leave in a rollout's cache (PPO rebuilds its cache from them after the weights change).
         """
         b, t, _ = states.shape
         net = self.backbone.net
@@ -320,7 +322,13 @@ class PolicyModel(nn.Module):
         else:
             mask = attn_mask[:, None].bool()
         mask = mask | torch.eye(t, dtype=torch.bool, device=states.device)  # no all-masked rows
-        return self._layers(x, positions, lambda i, q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+        def attend(i: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+            if kv_out is not None:
+                kv_out.append((k, v))
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+        return self._layers(x, positions, attend)
 
     def _layers(self, x: Tensor, positions: Tensor, attend: Callable[[int, Tensor, Tensor, Tensor], Tensor]) -> Tensor:
         """The one layer loop: pre-norm attention (``attend(layer, q, k, v)`` -> heads-first output) and MLP."""

@@ -1,0 +1,112 @@
+"""PPO of the KV-cache transformer policy (gptrl.training.ppo): the recomputed log-probabilities and values equal the
+rollout's before every update's first gradient step, a tiny CartPole run improves, a run resumes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gptrl.training import ppo
+
+SMALL = dict(num_envs=3, num_steps=40, d_model=32, num_layers=2, num_heads=2, context_length=4, chunk=8,
+             update_epochs=2, num_minibatches=2, seed=3)
+# A Discrete policy on CartPole (random episodes end after ~20 steps) and a clipped Gaussian one on Pendulum cut to
+# 30 steps (truncations): in both, episodes end and reset inside rollouts and run on across updates.
+CASES = [("CartPole-v1", {}), ("Pendulum-v1", {"max_episode_steps": 30, "action_type": "gaussian"})]
+
+
+def _updates(env_id: str, extra: dict, count: int) -> list[tuple[ppo.Rollout, dict]]:
+    args = ppo.Args(**SMALL, **extra)
+    torch.manual_seed(args.seed)
+    model = ppo.build_model(env_id, args)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    collector = ppo.Collector(env_id, model, args, seed=args.seed)
+    out = []
+    for _ in range(count):
+        carried = sum(bool(h) for h in collector.history)
+        rollout = collector.collect()
+        out.append((rollout, {**ppo.update(model, opt, rollout, args), "carried": carried}))
+    collector.envs.close()
+    return out
+
+
+@pytest.mark.parametrize("env_id,extra", CASES, ids=["discrete", "gaussian"])
+def test_recomputed_log_probs_and_values_equal_the_rollouts_before_each_update(env_id, extra):
+    updates = _updates(env_id, extra, 3)
+    for k, (rollout, stats) in enumerate(updates):
+        assert rollout.ended[:-1].any(), "an episode should end inside the rollout"
+        assert stats["logp_error"] < 1e-5, (k, stats)  # every ratio is 1 (|log ratio| < 1e-5)
+        assert stats["value_error"] < 1e-5, (k, stats)
+        assert np.isfinite(stats["loss"]) and stats["approx_kl"] > 0  # the update did move the policy
+    assert all(stats["carried"] > 0 for _, stats in updates[1:]), "episodes should run on across updates"
+
+
+def test_a_stale_cache_is_what_the_check_catches(monkeypatch):
+    """Without rebuilding the cache under the new weights, episodes that run on across updates break the equality."""
+    monkeypatch.setattr(ppo, "refresh_cache", lambda *a: None)
+    updates = _updates(*CASES[1], 2)
+    assert updates[0][1]["logp_error"] < 1e-5
+    assert updates[1][1]["logp_error"] > 1e-3
+
+
+def test_windows_count_every_step_once_and_keep_the_receptive_field():
+    rollout, _ = _updates("CartPole-v1", {}, 1)[0]
+    context, chunk = SMALL["num_layers"] * SMALL["context_length"], SMALL["chunk"]
+    w = ppo.windows(rollout, context, chunk)
+    counted = w["step"] >= 0
+    pairs = sorted(zip(w["step"][counted].tolist(), w["row"][counted].tolist()))
+    assert pairs == sorted((t, r) for t in range(SMALL["num_steps"]) for r in range(SMALL["num_envs"]))
+    for k, j in zip(*np.nonzero(counted)):  # the slots a counted one depends on are in its window
+        slot, episode = w["slot"][k, j], w["episode"][k, j]
+        seen = w["slot"][k][(w["episode"][k] == episode) & w["valid"][k]]
+        assert set(range(max(1, slot - context), slot + 1)) <= set(seen.tolist()) | {0}
+
+
+def test_gae_bootstraps_a_truncation_but_not_a_termination():
+    ro = ppo.Rollout(states=[[]], actions=[[]], is_bos=[[]], slot=[[]], episode=[[]], step=[[]],
+                     latent=np.zeros((2, 1)), logp=np.zeros((2, 1), np.float32),
+                     value=np.array([[1.0], [1.0]], np.float32), reward=np.array([[1.0], [1.0]], np.float32),
+                     terminated=np.array([[True], [False]]), ended=np.array([[True], [True]]))
+    adv, ret = ppo.advantages(ro, np.full((2, 1), 5.0, np.float32), gamma=0.5, lam=0.9)
+    assert adv[0, 0] == pytest.approx(0.0)  # terminated: 1 - 1, no bootstrap, nothing from the next episode
+    assert adv[1, 0] == pytest.approx(1.0 + 0.5 * 5.0 - 1.0)  # truncated: bootstrapped from the next slot's value
+    assert ret[1, 0] == pytest.approx(3.5)
+
+
+def test_a_tiny_cartpole_run_improves(tmp_path):
+    args = ppo.Args(total_timesteps=6144, num_envs=8, num_steps=128, eval_every=6, eval_episodes=5, seed=0)
+    state = ppo.train("CartPole-v1", tmp_path / "run", args, progress=False)
+    returns = [u["train_return"] for u in state["updates"] if "train_return" in u]
+    assert returns[-1] > 2 * returns[0], returns  # training episodes: about 22 (random) at first
+    assert state["best"]["return_mean"] > 60, state["best"]  # greedy, held-out seeds, ONNX runtime
+    assert (tmp_path / "run" / "best" / "policy.onnx").is_file()
+    assert (tmp_path / "run" / "learning_curve.png").is_file()
+
+
+def test_a_run_resumes_from_its_checkpoint_and_refuses_other_settings(tmp_path, monkeypatch):
+    args = ppo.Args(**{**SMALL, "num_steps": 32}, total_timesteps=3 * 96, eval_every=1, eval_episodes=2)
+    out = tmp_path / "run"
+    real_update, calls = ppo.update, []
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_update(*a, **k)
+
+    monkeypatch.setattr(ppo, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ppo.train("CartPole-v1", out, args, progress=False)
+    saved = json.loads((out / "history.json").read_text())
+    assert [r["step"] for r in saved["history"]] == [96, 192]
+    monkeypatch.setattr(ppo, "update", real_update)
+    state = ppo.train("CartPole-v1", out, args, progress=False)
+    assert state["update"] == 3 and [r["step"] for r in state["history"]] == [96, 192, 288]
+    assert state["history"][:2] == saved["history"]
+    assert state["updates"][2]["logp_error"] < 1e-5
+    with pytest.raises(FileExistsError, match="checkpoint.pt"):
+        ppo.train("CartPole-v1", out, ppo.Args(**{**SMALL, "num_steps": 32}, total_timesteps=3 * 96, lr=1e-2),
+                  progress=False)

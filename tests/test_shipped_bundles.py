@@ -49,11 +49,6 @@ def test_shipped_dt_policy_onnx_matches_the_shipped_weights(bundle):
     assert verify_dt_export(bundle / "policy.onnx", load_dt_bundle(bundle)) < 1e-4
 
 
-# Cards measured before gptrl recorded provenance, to be re-measured when these bundles are re-shipped; an entry
-# here must go once its card carries provenance (the test below fails until it does).
-WITHOUT_PROVENANCE = {"ant-v5"}
-
-
 def _states(card: dict, text: str) -> None:
     """The card's statistics are those of its episodes, and its README shows them with their provenance line."""
     from gptrl.provenance import summary
@@ -63,8 +58,8 @@ def _states(card: dict, text: str) -> None:
     assert card["return_std"] == pytest.approx(np.std(card["returns"]), rel=1e-9)
     assert card["length_mean"] == pytest.approx(np.mean(card["lengths"]), rel=1e-12)
     assert f"{card['return_mean']:.2f} +- {card['return_std']:.2f}" in text
-    if card.get("provenance"):
-        assert f"Measured on: {summary(card['provenance'])}." in text
+    assert card.get("provenance"), "every card made with `make card` records what measured it"
+    assert f"Measured on: {summary(card['provenance'])}." in text
 
 
 @pytest.mark.parametrize("bundle", CARDED, ids=lambda p: p.name)
@@ -72,8 +67,6 @@ def test_model_card_states_its_measurement_and_what_produced_it(bundle):
     card = json.loads((bundle / "eval.json").read_text())
     assert card["seeds"] == [0, 49] and card["command"].startswith(f"gptrl eval bundles/{bundle.name} --episodes 50")
     _states(card, (bundle / "README.md").read_text())
-    assert bool(card.get("provenance")) == (bundle.name not in WITHOUT_PROVENANCE), \
-        f"{bundle.name}: every card made with `make card` records provenance; update WITHOUT_PROVENANCE"
 
 
 @pytest.mark.parametrize("bundle", DT, ids=lambda p: p.name)

@@ -19,7 +19,7 @@ class Trajectory:
     meta: dict  # env_id, seeds, targets, the recording's provenance
     obs: np.ndarray  # [E, T, S] float32: what the policy saw at each step
     rewards: np.ndarray  # [E, T] float64: the reward the env returned with obs[t] (NaN at t = 0)
-    actions: np.ndarray  # [E, T, A] float32: the runtime's action at each step
+    actions: np.ndarray  # [E, T, *action]: the runtime's action at each step (float32; int64 for a Discrete one)
     lengths: np.ndarray  # [E]: steps recorded per episode (fewer than T where it ended)
 
     @property
@@ -39,7 +39,7 @@ def load(name: str) -> Trajectory:
 
 def play(policy, traj: Trajectory, episodes: list[int]) -> np.ndarray:
     """The actions ``policy`` takes on the recorded inputs of ``episodes`` (one env for one episode, else one row
-    per episode), [T, A] or [T, rows, A] over the shortest of them. Causal policies are teacher-forced through
+    per episode), [T, *action] or [T, rows, *action] over the shortest of them. Causal policies are teacher-forced through
     ``observe``: the recorded action, not their own, goes into the next token, so a rounding difference near the
     tanh bounds (which the atanh feedback amplifies) cannot build up over the steps. A Decision Transformer's window
     keeps its own actions (it has no ``observe``); they enter it as they are, without atanh."""
@@ -60,7 +60,7 @@ def play(policy, traj: Trajectory, episodes: list[int]) -> np.ndarray:
         if conditioned:
             out.append(policy.act(step_obs, reward=None if t == 0 else rewards[..., t]))
         else:
-            out.append(policy.observe(step_obs, recorded[..., t, :]))
+            out.append(policy.observe(step_obs, recorded[t] if single else recorded[:, t]))
     return np.stack(out)
 
 
@@ -69,7 +69,8 @@ def worst_error(policy, traj: Trajectory, episodes: list[int]) -> float:
     got = play(policy, traj, episodes)
     rows = np.asarray(episodes)
     steps = got.shape[0]
-    expected = traj.actions[rows[0], :steps] if got.ndim == 2 else traj.actions[rows, :steps].swapaxes(0, 1)
+    single = len(episodes) == 1 and getattr(policy, "num_envs", 1) == 1
+    expected = traj.actions[rows[0], :steps] if single else traj.actions[rows, :steps].swapaxes(0, 1)
     return float(np.abs(got - expected).max())
 
 

@@ -8,7 +8,7 @@ chooses a_i and its value is V_i. Each row's tokens, the sampled latents, their 
 rewards and episode ends are stored as one sequence per row.
 
 Training windows. The log-probabilities and values are recomputed on windows of each row's sequence whose positions
-and attention masks are those of the cache (``gptrl.training.windows``' rule: slot i at position min(i - 1, kv),
+and attention masks are those of the cache (``gptrl.training.windows.cache_window``: slot i at position min(i - 1, kv),
 attending to slots max(1, i - kv) .. i of its own episode), with ``num_layers * kv`` slots of context before the
 counted ones, so every counted slot sees its whole receptive field.
 
@@ -46,6 +46,7 @@ from gptrl.exporter.causal.runner import PolicyRunner
 from gptrl.exporter.init import init_weights
 from gptrl.rollout import StepInputs, StepOutputs
 from gptrl.training import loop
+from gptrl.training.windows import cache_window
 
 __all__ = ["Args", "Rollout", "main", "ppo_losses", "refresh_cache", "train"]
 
@@ -227,17 +228,6 @@ def _append(seq: dict, r: int, state, action, is_bos: bool, slot: int, episode: 
         seq[key][r].append(value)
 
 
-def cache_window(slot: np.ndarray, episode: np.ndarray, valid: np.ndarray, kv: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions [W, L] and the attention mask [W, L, L] a rollout's cache gives tokens at these slots: slot i at
-    min(i - 1, kv) (the BOS at 0), attending to slots max(1, i - kv) .. i of its own episode (the BOS is discarded)."""
-    positions = np.where(slot == 0, 0, np.minimum(slot - 1, kv)).astype(np.int64)
-    si, sj = slot[:, :, None], slot[:, None, :]
-    attn = (episode[:, :, None] == episode[:, None, :]) & (sj <= si) & (si - sj <= kv) & (sj != 0)
-    attn &= valid[:, None, :] & valid[:, :, None]
-    attn |= np.eye(slot.shape[1], dtype=bool)[None]
-    return positions, attn
-
-
 @torch.no_grad()
 def refresh_cache(runner: PolicyRunner, history: list[list[tuple]], next_slot: np.ndarray) -> None:
     """Rebuild each row's cached keys and values under the current weights from its last tokens (the window they open
@@ -251,13 +241,13 @@ def refresh_cache(runner: PolicyRunner, history: list[list[tuple]], next_slot: n
     states = np.zeros((len(rows), L, *obs_shape), history[rows[0]][0][0].dtype)
     actions = np.zeros((len(rows), L, *act.shape), act.dtype)
     is_bos, valid = np.zeros((len(rows), L), bool), np.zeros((len(rows), L), bool)
-    slot, episode = np.zeros((len(rows), L), np.int64), np.zeros((len(rows), L), np.int64)
+    slot = np.zeros((len(rows), L), np.int64)  # the history is one episode's
     for k, r in enumerate(rows):
         n = len(history[r])
         for j, (s, a, b, i, _) in enumerate(history[r]):
             states[k, L - n + j], actions[k, L - n + j], is_bos[k, L - n + j], slot[k, L - n + j] = s, a, b, i
         valid[k, L - n:] = True
-    positions, attn = cache_window(slot, episode, valid, runner.kv_cache_max_len)
+    positions, attn = cache_window(slot, valid, runner.kv_cache_max_len)
     kv: list = []
     model.features(*(torch.from_numpy(x) for x in (states, actions, is_bos)), positions=torch.from_numpy(positions),
                    attn_mask=torch.from_numpy(attn), kv_out=kv)
@@ -362,7 +352,7 @@ def make_batch(model: PolicyModel, ro: Rollout, args: Args) -> tuple[Batch, dict
     """The rollout's training windows with advantages and returns; the pre-update pass gives the bootstrap values
     and the largest differences from the rollout's log-probabilities and values (both should be float noise)."""
     w = windows(ro, args.num_layers * args.context_length, args.chunk)
-    positions, attn = cache_window(w["slot"], w["episode"], w["valid"], args.context_length)
+    positions, attn = cache_window(w["slot"], w["valid"], args.context_length, w["episode"])
     t = lambda x: torch.from_numpy(np.ascontiguousarray(x))
     states, actions, is_bos = t(w["states"]), t(w["actions"]), t(w["is_bos"])
     counted = w["step"] >= 0

@@ -36,6 +36,20 @@ def _dtype(array: np.ndarray) -> type:
     return np.int64 if array.dtype.kind in "iu" else np.float32
 
 
+def cache_window(slot: np.ndarray, valid: np.ndarray, kv: int,
+                 episode: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Positions [W, L] and the attention mask [W, L, L] that a rollout's cache gives tokens at these episode slots:
+    slot i at min(i - 1, kv) (the BOS at 0), attending to the valid slots max(1, i - kv) .. i (the BOS entry is
+    discarded) of its own ``episode`` (where a window holds several; default one)."""
+    positions = np.where(slot == 0, 0, np.minimum(slot - 1, kv)).astype(np.int64)
+    si, sj = slot[:, :, None], slot[:, None, :]
+    attn = (sj <= si) & (si - sj <= kv) & valid[:, None, :] & (sj != 0)
+    if episode is not None:
+        attn &= episode[:, :, None] == episode[:, None, :]
+    attn |= np.eye(slot.shape[1], dtype=bool)[None]
+    return positions, attn
+
+
 def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
     out = np.zeros(len(rewards), dtype=np.float64)
     running = 0.0
@@ -96,10 +110,7 @@ class WindowSampler:
         valid = slot < self.lengths[episode][:, None]
         flat = self.offsets[episode][:, None] + np.minimum(slot, self.lengths[episode][:, None] - 1)
         is_bos = (slot == 0) & valid
-        positions = np.where(slot == 0, 0, np.minimum(slot - 1, kv)).astype(np.int64)
-        si, sj = slot[:, :, None], slot[:, None, :]
-        attn = (sj <= si) & (si - sj <= kv) & valid[:, None, :] & (sj != 0)
-        attn |= np.eye(L, dtype=bool)[None]
+        positions, attn = cache_window(slot, valid, kv)
         first_needed = np.maximum(1, slot - self.receptive)
         loss_mask = valid & ((slot == 0) | (first_needed >= start[:, None]))
         pad = lambda mask, like: mask.reshape(mask.shape + (1,) * (like.ndim - 1))  # [B, L] -> the array's rank

@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gptrl.bundle.files import POLICY_FILE, WEIGHTS_FILE
-from gptrl.bundle.policy_graph import FORMAT_V1, PolicyMetadata, io_spec, read_metadata
+from gptrl.bundle.policy_graph import PolicyMetadata, io_spec, read_metadata
 from gptrl.contract import BosCacheMode, PositionMode
 from gptrl.errors import BundleError
 from gptrl.families import family_of_graph
@@ -23,13 +23,14 @@ from gptrl.fileio import sha256_file
 from gptrl.rollout import CachedPolicy, RolloutState, StepInputs, StepOutputs, resolve_serving
 from gptrl.runtime.cache import CACHES
 from gptrl.runtime.checks import check_io, check_seal
+from gptrl.runtime.sampling import GraphSampling
 from gptrl.runtime.session import bind_array, make_session, session_device
 from gptrl.runtime.stateful import StatefulPolicy
 
 log = logging.getLogger("gptrl.runtime")
 
 
-class OnnxPolicy(CachedPolicy):
+class OnnxPolicy(GraphSampling, CachedPolicy):
     """Same contract as the torch PolicyRunner: reset, act, act_with_info, observe, reset_rows, predict."""
 
     def __init__(
@@ -52,15 +53,6 @@ class OnnxPolicy(CachedPolicy):
         self.cache = layout(config.model, self.num_envs, self.state.ring_size, self.device == "cuda")
         self._allocate()
         self._bind()
-
-    @property
-    def stochastic(self) -> bool:
-        return self.metadata.sampling and self.config.action.stochastic
-
-    @property
-    def deterministic_reason(self) -> str:
-        return (f"a {FORMAT_V1} graph has no sampling inputs: re-export it with `gptrl export` to sample"
-                if not self.metadata.sampling else "its head describes no distribution to sample from")
 
     # -- buffers and bindings ----------------------------------------------------
 

@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from gptrl.bundle.policy_graph import FORMAT_V1, PolicyMetadata, state_spec
+from gptrl.bundle.policy_graph import PolicyMetadata, state_spec
 from gptrl.contract import PositionMode, StepInfo
 from gptrl.rollout import PolicyBase, Rows, check_outputs, resolve_serving
 from gptrl.runtime.buffers import StateBuffers
+from gptrl.runtime.sampling import GraphSampling
 
 
-class StatefulPolicy(PolicyBase):
+class StatefulPolicy(GraphSampling, PolicyBase):
     """The same contract as the other runners (reset, act, act_with_info, observe, reset_rows, predict); every row
     behaves as a one-env runner (``positions`` is always "per_row")."""
 
@@ -48,15 +49,6 @@ class StatefulPolicy(PolicyBase):
     @property
     def bos_cache_mode(self) -> str:
         return str(self.metadata.bos_cache_mode)
-
-    @property
-    def stochastic(self) -> bool:
-        return self.metadata.sampling and self.config.action.stochastic
-
-    @property
-    def deterministic_reason(self) -> str:
-        return (f"a {FORMAT_V1} graph has no sampling inputs: re-export it with `gptrl export` to sample"
-                if not self.metadata.sampling else "its head describes no distribution to sample from")
 
     @property
     def positions(self) -> PositionMode:

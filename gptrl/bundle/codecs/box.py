@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from gptrl.bundle.codecs.base import ActionCodec
 from gptrl.bundle.schema import LIMITS
 from gptrl.bundle.spaces import box_bounds, flat_size, json_bound, parse_bound
 
@@ -97,3 +98,38 @@ def bounds_problem(container: dict[str, Any], key: str, blocks: tuple[Continuous
         if not np.allclose(box, spec, rtol=1e-6, atol=1e-6):
             return f"key '{key}.{side}' disagrees with 'action_specs' {side} bounds"
     return None
+
+
+@dataclass(frozen=True)
+class BoxActionCodec(ActionCodec):
+    """What both Box action codecs share: continuous blocks told apart by their ``squash``, built from bounds or a
+    gymnasium Box, and written back as the same specs and container."""
+
+    blocks: tuple[ContinuousSpec, ...]
+    squash: ClassVar[str]
+
+    @classmethod
+    def matches(cls, spec: dict[str, Any]) -> bool:
+        return is_continuous(spec) and spec.get("squash") == cls.squash
+
+    @classmethod
+    def from_bounds(cls, low: Any, high: Any) -> BoxActionCodec:
+        high_array = np.atleast_1d(np.asarray(high, np.float64))
+        low_array = np.broadcast_to(np.asarray(low, np.float64), high_array.shape)
+        return cls((ContinuousSpec(len(high_array), "float32", tuple(map(float, low_array)),
+                                   tuple(map(float, high_array)), cls.squash),))
+
+    @classmethod
+    def from_space(cls, space: Any) -> BoxActionCodec | None:
+        if type(space).__name__ != "Box" or len(space.shape) != 1:
+            return None
+        return cls.from_bounds(space.low, space.high)
+
+    def specs(self) -> list[dict[str, Any]]:
+        return [b.to_dict() for b in self.blocks]
+
+    def container(self) -> dict[str, Any]:
+        return {**box_dict(self.blocks), "dtype": "float32"}
+
+    def check_container(self, container: dict[str, Any], key: str) -> str | None:
+        return size_problem(container, key, self.size) or bounds_problem(container, key, self.blocks)

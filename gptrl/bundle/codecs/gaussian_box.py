@@ -15,16 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from gptrl.bundle.codecs.base import ActionCodec, as_rows, check_finite
-from gptrl.bundle.codecs.box import (
-    ContinuousSpec,
-    bounds_of,
-    bounds_problem,
-    box_dict,
-    is_continuous,
-    parse_block,
-    size_problem,
-)
+from gptrl.bundle.codecs.base import as_rows, check_finite
+from gptrl.bundle.codecs.box import BoxActionCodec, bounds_of, parse_block
 from gptrl.bundle.codecs.ops import Array, Ops
 from gptrl.bundle.codecs.tanh_box import LOG_STD_RANGE, box_noise, gaussian_entropy, gaussian_log_density
 
@@ -35,14 +27,10 @@ FINITE_LIMIT = 3.0e38  # an infinite bound is clipped here (float32's range), so
 
 
 @dataclass(frozen=True)
-class GaussianBox(ActionCodec):
-    blocks: tuple[ContinuousSpec, ...]
+class GaussianBox(BoxActionCodec):
+    squash: ClassVar[str] = "clip"
     kind: ClassVar[str] = "gaussian"
     requirement: ClassVar[str] = "squash 'clip' (a Gaussian clipped to the bounds)"
-
-    @classmethod
-    def matches(cls, spec: dict[str, Any]) -> bool:
-        return is_continuous(spec) and spec.get("squash") == "clip"
 
     @classmethod
     def parse(cls, readers: list[JsonReader]) -> GaussianBox:
@@ -52,28 +40,6 @@ class GaussianBox(ActionCodec):
                 raise r.error(f"key '{r.prefix.rstrip('.')}' needs {cls.requirement} like the first entry "
                               f"(got squash {spec.squash!r})")
         return cls(blocks)
-
-    @classmethod
-    def from_bounds(cls, low: Any, high: Any) -> GaussianBox:
-        high_array = np.atleast_1d(np.asarray(high, np.float64))
-        low_array = np.broadcast_to(np.asarray(low, np.float64), high_array.shape)
-        return cls((ContinuousSpec(len(high_array), "float32", tuple(map(float, low_array)),
-                                   tuple(map(float, high_array)), "clip"),))
-
-    @classmethod
-    def from_space(cls, space: Any) -> GaussianBox | None:
-        if type(space).__name__ != "Box" or len(space.shape) != 1:
-            return None
-        return cls.from_bounds(space.low, space.high)
-
-    def specs(self) -> list[dict[str, Any]]:
-        return [b.to_dict() for b in self.blocks]
-
-    def container(self) -> dict[str, Any]:
-        return {**box_dict(self.blocks), "dtype": "float32"}
-
-    def check_container(self, container: dict[str, Any], key: str) -> str | None:
-        return size_problem(container, key, self.size) or bounds_problem(container, key, self.blocks)
 
     @property
     def low(self) -> np.ndarray:

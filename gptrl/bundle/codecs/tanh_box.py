@@ -12,16 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from gptrl.bundle.codecs.base import ActionCodec, as_rows, check_finite
-from gptrl.bundle.codecs.box import (
-    ContinuousSpec,
-    bounds_of,
-    bounds_problem,
-    box_dict,
-    is_continuous,
-    parse_block,
-    size_problem,
-)
+from gptrl.bundle.codecs.base import as_rows, check_finite
+from gptrl.bundle.codecs.box import BoxActionCodec, bounds_of, parse_block
 from gptrl.bundle.codecs.ops import Array, Ops
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,14 +42,10 @@ def gaussian_entropy(ops: Ops, log_std: Array) -> Array:
 
 
 @dataclass(frozen=True)
-class TanhBox(ActionCodec):
-    blocks: tuple[ContinuousSpec, ...]
+class TanhBox(BoxActionCodec):
+    squash: ClassVar[str] = "tanh"
     kind: ClassVar[str] = "tanh"
     requirement: ClassVar[str] = "finite low/high and squash 'tanh'"
-
-    @classmethod
-    def matches(cls, spec: dict[str, Any]) -> bool:
-        return is_continuous(spec) and spec.get("squash") == "tanh"
 
     @classmethod
     def parse(cls, readers: list[JsonReader]) -> TanhBox:
@@ -70,28 +58,6 @@ class TanhBox(ActionCodec):
                 raise r.error(f"key '{where}' needs low < high in every dimension (an empty range has no tanh "
                               "encoding)")
         return cls(blocks)
-
-    @classmethod
-    def from_bounds(cls, low: Any, high: Any) -> TanhBox:
-        high_array = np.atleast_1d(np.asarray(high, np.float64))
-        low_array = np.broadcast_to(np.asarray(low, np.float64), high_array.shape)
-        return cls((ContinuousSpec(len(high_array), "float32", tuple(map(float, low_array)),
-                                   tuple(map(float, high_array)), "tanh"),))
-
-    @classmethod
-    def from_space(cls, space: Any) -> TanhBox | None:
-        if type(space).__name__ != "Box" or len(space.shape) != 1:
-            return None
-        return cls.from_bounds(space.low, space.high)
-
-    def specs(self) -> list[dict[str, Any]]:
-        return [b.to_dict() for b in self.blocks]
-
-    def container(self) -> dict[str, Any]:
-        return {**box_dict(self.blocks), "dtype": "float32"}
-
-    def check_container(self, container: dict[str, Any], key: str) -> str | None:
-        return size_problem(container, key, self.size) or bounds_problem(container, key, self.blocks)
 
     @property
     def low(self) -> np.ndarray:

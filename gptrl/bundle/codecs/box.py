@@ -133,3 +133,19 @@ class BoxActionCodec(ActionCodec):
 
     def check_container(self, container: dict[str, Any], key: str) -> str | None:
         return size_problem(container, key, self.size) or bounds_problem(container, key, self.blocks)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (sum(b.size for b in self.blocks),)
+
+    @property
+    def width(self) -> int:  # the action is fed back with one value per dimension
+        return self.size
+
+    @property
+    def heads(self) -> dict[int, int]:  # a mean and a log-std per dimension
+        return {0: self.size, 1: self.size}
+
+    @property
+    def noise_width(self) -> int:  # Box-Muller: two uniforms per normal draw
+        return 2 * self.size

@@ -49,22 +49,6 @@ class GaussianBox(BoxActionCodec):
     def high(self) -> np.ndarray:
         return np.minimum(bounds_of(self.blocks)[1], FINITE_LIMIT)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (sum(b.size for b in self.blocks),)
-
-    @property
-    def width(self) -> int:
-        return self.size
-
-    @property
-    def heads(self) -> dict[int, int]:
-        return {0: self.size, 1: self.size}
-
-    @property
-    def noise_width(self) -> int:
-        return 2 * self.size
-
     def _scale(self) -> tuple[np.ndarray, np.ndarray]:
         """Feedback = clip(a) * scale + offset: [-1, 1] where both bounds are finite, env units elsewhere."""
         low, high = bounds_of(self.blocks)

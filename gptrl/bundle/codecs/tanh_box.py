@@ -85,22 +85,6 @@ class TanhBox(BoxActionCodec):
             out[f"output_adapter.{k}.high"] = high.reshape(1, 1, a)
         return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (sum(b.size for b in self.blocks),)
-
-    @property
-    def width(self) -> int:
-        return self.size
-
-    @property
-    def heads(self) -> dict[int, int]:
-        return {0: self.size, 1: self.size}
-
-    @property
-    def noise_width(self) -> int:
-        return 2 * self.size
-
     # -- the math --------------------------------------------------------------------------------------------------
     def _unit(self, ops: Ops, action: Array) -> Array:
         """Env units -> [-1, 1]: 2 (a - low) / (high - low) - 1."""

@@ -102,9 +102,10 @@ def rollout(env_id: str, student: Path, expert: TeacherActor, *, episodes: int, 
                     action = policy.act(obs)
                 obs, reward, terminated, truncated, _ = envs.step(action)
                 for r in np.flatnonzero(episode >= 0):
-                    row = rows[r]
-                    row["obs"].append(obs[r]), row["actions"].append(action[r]), row["rewards"].append(float(reward[r]))
-                    row["term"].append(bool(terminated[r])), row["trunc"].append(bool(truncated[r]))
+                    step = {"obs": obs[r], "actions": action[r], "rewards": float(reward[r]),
+                            "term": bool(terminated[r]), "trunc": bool(truncated[r])}
+                    for key, value in step.items():
+                        rows[r][key].append(value)
                 done = terminated | truncated
                 for r in np.flatnonzero(done & (episode >= 0)):
                     row, i = rows[r], int(episode[r])

@@ -75,39 +75,44 @@ def check_integers(array: np.ndarray, count: int, what: str, name: str) -> np.nd
 
 
 @dataclass(frozen=True)
-class ActionCodec:
-    """One action type. Subclasses are frozen dataclasses holding what the spec says (bounds, counts)."""
+class SpecType:
+    """What every action and observation type reads and writes in config.json: its spec entries and its space."""
 
     kind: ClassVar[str]  # the registry key, as docs and errors name it
-    stochastic: ClassVar[bool] = True
 
-    # -- the format -------------------------------------------------------------------------------------------------
     @classmethod
     def matches(cls, spec: dict[str, Any]) -> bool:
-        """Whether this codec reads an ``action_specs`` entry like ``spec``."""
+        """Whether this type reads a spec entry (of ``action_specs`` or ``state_specs``) like ``spec``."""
         raise NotImplementedError
 
     @classmethod
-    def parse(cls, readers: list[JsonReader]) -> ActionCodec:
-        """The codec from every ``action_specs`` entry (each a reader naming its key in errors)."""
+    def parse(cls, readers: list[JsonReader]) -> SpecType:
+        """The type from every spec entry (each a reader naming its key in errors)."""
         raise NotImplementedError
 
     @classmethod
-    def from_space(cls, space: Any) -> ActionCodec | None:
-        """The codec for a gymnasium action space, or None when this type does not describe it."""
+    def from_space(cls, space: Any) -> SpecType | None:
+        """The type for a gymnasium space, or None when this type does not describe it."""
         return None
 
     def specs(self) -> list[dict[str, Any]]:
-        """``action_specs`` as config.json writes them."""
+        """The spec entries as config.json writes them."""
         raise NotImplementedError
 
     def container(self) -> dict[str, Any]:
-        """The serialised gymnasium space of these actions."""
+        """The serialised gymnasium space."""
         raise NotImplementedError
 
     def check_container(self, container: dict[str, Any], key: str) -> str | None:
-        """Why ``container`` (config key ``key``) does not describe these actions (None: it does)."""
+        """Why ``container`` (config key ``key``) does not describe this type (None: it does)."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ActionCodec(SpecType):
+    """One action type. Subclasses are frozen dataclasses holding what the spec says (bounds, counts)."""
+
+    stochastic: ClassVar[bool] = True
 
     def format_buffers(self) -> dict[str, np.ndarray]:
         """Buffers the format writes beside the weights for this type (read by no math)."""
@@ -210,34 +215,11 @@ class ActionCodec:
 
 
 @dataclass(frozen=True)
-class ObservationEncoder:
+class ObservationEncoder(SpecType):
     """One observation type. Subclasses are frozen dataclasses holding what the state specs say."""
 
-    kind: ClassVar[str]
     normalized: ClassVar[bool] = False  # whether the format's state normaliser applies
     dtype: ClassVar[str] = "float32"  # numpy name of an observation entry as the graphs take it
-
-    @classmethod
-    def matches(cls, spec: dict[str, Any]) -> bool:
-        raise NotImplementedError
-
-    @classmethod
-    def parse(cls, readers: list[JsonReader]) -> ObservationEncoder:
-        raise NotImplementedError
-
-    @classmethod
-    def from_space(cls, space: Any) -> ObservationEncoder | None:
-        """The encoder for a gymnasium observation space, or None when this type does not describe it."""
-        return None
-
-    def specs(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def container(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def check_container(self, container: dict[str, Any], key: str) -> str | None:
-        raise NotImplementedError
 
     @property
     def size(self) -> int:

@@ -82,8 +82,16 @@ class SpecType:
 
     @classmethod
     def matches(cls, spec: dict[str, Any]) -> bool:
-        """Whether this type reads a spec entry (of ``action_specs`` or ``state_specs``) like ``spec``."""
-        raise NotImplementedError
+        """Whether this type reads a spec entry (of ``action_specs`` or ``state_specs``) like ``spec``: by default,
+        one whose ``type`` is this type's ``kind``."""
+        return spec.get("type") == cls.kind
+
+    @staticmethod
+    def one_entry(readers: list[JsonReader], what: str) -> JsonReader:
+        """The single spec entry of a type that takes one (``what`` says so in the error about a second)."""
+        if len(readers) != 1:
+            raise readers[1].error(f"key '{readers[1].prefix.rstrip('.')}': {what}")
+        return readers[0]
 
     @classmethod
     def parse(cls, readers: list[JsonReader]) -> SpecType:

@@ -29,15 +29,8 @@ class Discrete(ActionCodec):
     dtype: ClassVar[str] = "int64"
 
     @classmethod
-    def matches(cls, spec: dict[str, Any]) -> bool:
-        return spec.get("type") == "discrete"
-
-    @classmethod
     def parse(cls, readers: list[JsonReader]) -> Discrete:
-        if len(readers) != 1:
-            raise readers[1].error(f"key '{readers[1].prefix.rstrip('.')}': a discrete action is one entry "
-                                   "(MultiDiscrete actions are not supported)")
-        r = readers[0]
+        r = cls.one_entry(readers, "a discrete action is one entry (MultiDiscrete actions are not supported)")
         r.get("type", "str")
         return cls(r.positive("n", limit=MAX_CHOICES))
 

@@ -30,14 +30,8 @@ class Tokens(ObservationEncoder):
     dtype: ClassVar[str] = "int64"
 
     @classmethod
-    def matches(cls, spec: dict[str, Any]) -> bool:
-        return spec.get("type") == "tokens"
-
-    @classmethod
     def parse(cls, readers: list[JsonReader]) -> Tokens:
-        if len(readers) != 1:
-            raise readers[1].error(f"key '{readers[1].prefix.rstrip('.')}': token observations are one entry")
-        r = readers[0]
+        r = cls.one_entry(readers, "token observations are one entry")
         r.get("type", "str")
         count, vocab = r.positive("size", limit=LIMITS["size"]), r.positive("vocab_size", limit=MAX_VOCAB)
         if count * vocab > MAX_FEATURES:

@@ -146,6 +146,9 @@ def make_env(env_id: str, num_envs: int = 1, env_kwargs: dict[str, Any] | None =
     """``gym.make`` (or a sync vector env without autoreset); an unknown id raises ValueError naming it."""
     import gymnasium as gym
 
+    from gptrl.envs import register
+
+    register()
     try:
         gym.spec(env_id)
     except gym.error.Error as exc:

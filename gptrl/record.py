@@ -70,6 +70,9 @@ def record_episode(bundle: str | Path, out: str | Path | None = None, *, seed: i
     env_id = env_id or getattr(runner, "env_id", None) or getattr(getattr(runner, "config", None), "env_id", None)
     if not env_id:
         raise ValueError(f"{bundle}: the bundle records no env_id; pass env_id")
+    from gptrl.envs import register
+
+    register()
     try:  # the MuJoCo envs' "track" camera follows the body, so a fast policy stays in the picture
         env = gym.make(env_id, render_mode="rgb_array", width=width, height=height, camera_name="track")
     except TypeError:  # envs without that option

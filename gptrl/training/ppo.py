@@ -41,6 +41,7 @@ import torch
 
 from gptrl.bundle import make_config
 from gptrl.bundle.codecs import action_for_space, observation_for_space
+from gptrl.envs import register
 from gptrl.exporter.causal.model import PolicyModel
 from gptrl.exporter.causal.runner import PolicyRunner
 from gptrl.exporter.init import init_weights
@@ -102,6 +103,7 @@ def make_envs(env_id: str, args: Args):
     """A synchronous vector env whose rows reset in the step that ends them (the runner then restarts the row)."""
     import gymnasium as gym
 
+    register()
     return gym.make_vec(env_id, num_envs=args.num_envs, vectorization_mode="sync",
                         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}, **env_kwargs(args))
 
@@ -110,6 +112,7 @@ def build_model(env_id: str, args: Args) -> PolicyModel:
     """A fresh policy for the env's spaces (a Box action as ``args.action_type``; no state normaliser)."""
     import gymnasium as gym
 
+    register()
     env = gym.make(env_id)
     observation = observation_for_space(env.observation_space)
     box = type(env.action_space).__name__ == "Box"

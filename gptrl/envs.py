@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 __all__ = ["MASKED", "MaskedObservation", "register"]
@@ -21,39 +21,31 @@ MASKED: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 
 
-@cache
-def _wrapper_class():
-    import gymnasium as gym
+class MaskedObservation(gym.ObservationWrapper):
+    """Keeps the observation entries ``keep`` of a Box observation (the rest, velocities, are dropped)."""
 
-    class MaskedObservation(gym.ObservationWrapper):
-        """Keeps the observation entries ``keep`` of a Box observation (the rest, velocities, are dropped)."""
+    def __init__(self, env: gym.Env, keep: tuple[int, ...]):
+        super().__init__(env)
+        space = env.observation_space
+        self.keep = np.asarray(keep, np.int64)
+        self.observation_space = gym.spaces.Box(space.low[self.keep], space.high[self.keep], dtype=space.dtype)
 
-        def __init__(self, env: gym.Env, keep: tuple[int, ...]):
-            super().__init__(env)
-            space = env.observation_space
-            self.keep = np.asarray(keep, np.int64)
-            self.observation_space = gym.spaces.Box(space.low[self.keep], space.high[self.keep], dtype=space.dtype)
-
-        def observation(self, observation: np.ndarray) -> np.ndarray:
-            return observation[self.keep]
-
-    return MaskedObservation
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return observation[self.keep]
 
 
 def _make_masked(base: str, keep: tuple[int, ...], **kwargs: Any):
     """The base env's class (no wrappers: gymnasium adds the time limit and checks from this id's spec) with only
     the kept entries observed."""
-    import gymnasium as gym
     from gymnasium.envs.registration import load_env_creator
 
     spec = gym.spec(base)
     env = load_env_creator(spec.entry_point)(**{**spec.kwargs, **kwargs})
-    return _wrapper_class()(env, keep)
+    return MaskedObservation(env, keep)
 
 
 def register() -> None:
     """Add the masked envs to gymnasium's registry (once; a later call does nothing)."""
-    import gymnasium as gym
 
     for env_id, (base, keep) in MASKED.items():
         if env_id in gym.registry:
@@ -62,8 +54,3 @@ def register() -> None:
         gym.register(id=env_id, entry_point=_make_masked, kwargs={"base": base, "keep": keep},
                      max_episode_steps=spec.max_episode_steps, reward_threshold=spec.reward_threshold)
 
-
-def __getattr__(name: str):
-    if name == "MaskedObservation":
-        return _wrapper_class()
-    raise AttributeError(name)

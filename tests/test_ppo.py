@@ -70,10 +70,22 @@ def test_gae_bootstraps_a_truncation_but_not_a_termination():
                      latent=np.zeros((2, 1)), logp=np.zeros((2, 1), np.float32),
                      value=np.array([[1.0], [1.0]], np.float32), reward=np.array([[1.0], [1.0]], np.float32),
                      terminated=np.array([[True], [False]]), ended=np.array([[True], [True]]))
-    adv, ret = ppo.advantages(ro, np.full((2, 1), 5.0, np.float32), gamma=0.5, lam=0.9)
+    adv, ret = ppo.advantages(ro, ro.value, np.full((2, 1), 5.0, np.float32), gamma=0.5, lam=0.9)
     assert adv[0, 0] == pytest.approx(0.0)  # terminated: 1 - 1, no bootstrap, nothing from the next episode
     assert adv[1, 0] == pytest.approx(1.0 + 0.5 * 5.0 - 1.0)  # truncated: bootstrapped from the next slot's value
     assert ret[1, 0] == pytest.approx(3.5)
+
+
+def test_a_separate_critic_trains_its_own_weights(tmp_path):
+    args = ppo.Args(total_timesteps=2048, num_envs=4, num_steps=128, eval_every=4, eval_episodes=2, seed=0,
+                    critic="separate", **{k: SMALL[k] for k in ("d_model", "num_layers", "num_heads", "context_length")
+                                          if k in SMALL})
+    state = ppo.train("CartPole-v1", tmp_path / "run", args, progress=False)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert {k.split(".")[0] for k in saved["model"]} == {"actor", "critic"}
+    assert "value_error" not in state["updates"][-1] and state["updates"][-1]["logp_error"] < 1e-5
+    with pytest.raises(ValueError, match="--critic"):
+        ppo.train("CartPole-v1", tmp_path / "bad", ppo.Args(critic="both"), progress=False)
 
 
 def test_a_tiny_cartpole_run_improves(tmp_path):

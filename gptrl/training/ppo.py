@@ -32,7 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,8 @@ class Args:
     lr: float = 1e-3  # Adam's learning rate at the start
     anneal_lr: bool = True  # anneal it to 0 over the run (the loop's cosine schedule)
     action_type: str = "gaussian"  # for a Box action space: "gaussian" (clipped to the bounds) or "tanh"
+    critic: str = "shared"  # "shared": one trunk, a policy head and a value head (the shipped graph's value is the
+    # critic's); "separate": a second transformer of the same shape learns the value (training only)
     network: str = "gpt2"  # backbone: "gpt2" or "llama"
     d_model: int = 64  # transformer width
     num_layers: int = 2  # transformer blocks
@@ -312,23 +314,27 @@ def windows(ro: Rollout, context: int, chunk: int) -> dict[str, np.ndarray]:
     return {k: np.stack(v) for k, v in out.items()}
 
 
-def advantages(ro: Rollout, next_value: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """GAE [T, B] and the returns it implies; ``next_value`` [T, B] is the value of each step's next slot."""
+def advantages(ro: Rollout, value: np.ndarray, next_value: np.ndarray, gamma: float,
+               lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """GAE [T, B] and the returns it implies; ``value`` [T, B] is each step's value, ``next_value`` [T, B] the
+    value of its next slot."""
     T = len(ro.reward)
     adv = np.zeros_like(ro.reward)
     last = np.zeros(ro.num_envs, np.float32)
     for t in range(T - 1, -1, -1):
-        delta = ro.reward[t] + gamma * next_value[t] * (1.0 - ro.terminated[t]) - ro.value[t]
+        delta = ro.reward[t] + gamma * next_value[t] * (1.0 - ro.terminated[t]) - value[t]
         continues = (t < T - 1) & ~ro.ended[t]
         last = delta + gamma * lam * continues * last
         adv[t] = last
-    return adv, adv + ro.value
+    return adv, adv + value
 
 
-def ppo_losses(model: PolicyModel, b: Batch, args: Args) -> dict[str, torch.Tensor]:
+def ppo_losses(model: PolicyModel, b: Batch, args: Args, critic: PolicyModel | None = None) -> dict[str, torch.Tensor]:
     """The clipped surrogate, the (clipped) value loss and the entropy over the counted slots (the codec's
-    log-probability and entropy)."""
+    log-probability and entropy); the value is ``critic``'s where there is one."""
     out = model(b.states, b.actions, b.is_bos, positions=b.positions, attn_mask=b.attn_mask)
+    values = out.value if critic is None else critic(b.states, b.actions, b.is_bos, positions=b.positions,
+                                                       attn_mask=b.attn_mask).value
     codec, ops, m = model.codec, model.ops, b.counted
     logp = codec.latent_log_prob(ops, out.params, b.latent)[m]
     entropy = codec.entropy(ops, out.params)[m].mean()
@@ -338,7 +344,7 @@ def ppo_losses(model: PolicyModel, b: Batch, args: Args) -> dict[str, torch.Tens
     if args.norm_adv and adv.numel() > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)).mean()
-    value, old, ret = out.value[m], b.value[m], b.returns[m]
+    value, old, ret = values[m], b.value[m], b.returns[m]
     if args.clip_vloss:
         clipped = old + (value - old).clamp(-args.clip_coef, args.clip_coef)
         v_loss = 0.5 * torch.max((value - ret) ** 2, (clipped - ret) ** 2).mean()
@@ -351,9 +357,11 @@ def ppo_losses(model: PolicyModel, b: Batch, args: Args) -> dict[str, torch.Tens
             "entropy": entropy, "approx_kl": approx_kl, "clipfrac": clipfrac}
 
 
-def make_batch(model: PolicyModel, ro: Rollout, args: Args) -> tuple[Batch, dict[str, float]]:
-    """The rollout's training windows with advantages and returns; the pre-update pass gives the bootstrap values
-    and the largest differences from the rollout's log-probabilities and values (both should be float noise)."""
+def make_batch(model: PolicyModel, ro: Rollout, args: Args,
+               critic: PolicyModel | None = None) -> tuple[Batch, dict[str, float]]:
+    """The rollout's training windows with advantages and returns; the pre-update pass gives the values (``critic``'s
+    where there is one), the bootstrap values and the largest differences from the rollout's log-probabilities and
+    values (both should be float noise)."""
     w = windows(ro, args.num_layers * args.context_length, args.chunk)
     positions, attn = cache_window(w["slot"], w["valid"], args.context_length, w["episode"])
     t = lambda x: torch.from_numpy(np.ascontiguousarray(x))
@@ -364,29 +372,32 @@ def make_batch(model: PolicyModel, ro: Rollout, args: Args) -> tuple[Batch, dict
     with torch.no_grad():
         out = model(states, actions, is_bos, positions=t(positions), attn_mask=t(attn))
         logp = model.codec.latent_log_prob(model.ops, out.params, t(latent)).numpy()
-    values = out.value.numpy()
+        values = (out if critic is None else critic(states, actions, is_bos, positions=t(positions),
+                                                    attn_mask=t(attn))).value.numpy()
     # The value of each step's next slot: the next token of the row's sequence (same episode by construction), as
     # computed in the window where it is new (with its whole receptive field).
     seq_value: dict[tuple[int, int], float] = {}
     for k in zip(*np.nonzero(w["new"])):
         seq_value[(int(row[k]), int(w["index"][k]))] = float(values[k])
-    next_value = np.zeros_like(ro.value)
+    value, next_value = np.zeros_like(ro.value), np.zeros_like(ro.value)
     for r in range(ro.num_envs):
         for n, s in enumerate(ro.step[r]):
             if s >= 0:
-                next_value[s, r] = seq_value[(r, n + 1)]
-    adv, ret = advantages(ro, next_value, args.gamma, args.gae_lambda)
-    check = {"logp_error": float(np.abs(logp[counted] - ro.logp[step, row][counted]).max()),
-             "value_error": float(np.abs(values[counted] - ro.value[step, row][counted]).max())}
+                value[s, r], next_value[s, r] = seq_value[(r, n)], seq_value[(r, n + 1)]
+    adv, ret = advantages(ro, value, next_value, args.gamma, args.gae_lambda)
+    check = {"logp_error": float(np.abs(logp[counted] - ro.logp[step, row][counted]).max())}
+    if critic is None:  # the rollout's values are the shared trunk's
+        check["value_error"] = float(np.abs(values[counted] - ro.value[step, row][counted]).max())
     batch = Batch(states, actions, is_bos, t(positions), t(attn), t(counted), t(latent), t(ro.logp[step, row]),
-                  t(ro.value[step, row]), t(adv[step, row]), t(ret[step, row]))
+                  t(value[step, row]), t(adv[step, row]), t(ret[step, row]))
     return batch, check
 
 
-def update(model: PolicyModel, opt: torch.optim.Optimizer, ro: Rollout, args: Args) -> dict[str, float]:
+def update(model: PolicyModel, opt: torch.optim.Optimizer, ro: Rollout, args: Args,
+           critic: PolicyModel | None = None) -> dict[str, float]:
     """PPO's passes over one rollout; returns the last minibatch's statistics and the pre-update check."""
     model.train()
-    batch, check = make_batch(model, ro, args)
+    batch, check = make_batch(model, ro, args, critic)
     W = batch.states.shape[0]
     size = max(1, W // args.num_minibatches)
     stats: dict[str, torch.Tensor] = {}
@@ -398,10 +409,12 @@ def update(model: PolicyModel, opt: torch.optim.Optimizer, ro: Rollout, args: Ar
             mb = batch.take(order[start:start + size])
             if not mb.counted.any():
                 continue
-            stats = ppo_losses(model, mb, args)
+            stats = ppo_losses(model, mb, args, critic)
             opt.zero_grad(set_to_none=True)
             stats["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            for module in (model, critic):
+                if module is not None:
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), args.max_grad_norm)
             opt.step()
         if args.target_kl and stats and stats["approx_kl"] > args.target_kl:
             break
@@ -425,10 +438,14 @@ def train(env_id: str, out: Path, args: Args, progress: bool = True) -> dict[str
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out.mkdir(parents=True, exist_ok=True)
+    if args.critic not in ("shared", "separate"):
+        raise ValueError(f"--critic {args.critic!r}: 'shared' or 'separate'")
     model = build_model(env_id, args)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-5)
+    critic = build_model(env_id, replace(args, seed=args.seed + 1)) if args.critic == "separate" else None
+    trained = model if critic is None else torch.nn.ModuleDict({"actor": model, "critic": critic})
+    opt = torch.optim.Adam(trained.parameters(), lr=args.lr, eps=1e-5)
     sampler = np.random.default_rng(args.seed)
-    learner = loop.Learner(model, opt, _no_step_loss, lambda f: _write_candidate(model, f),
+    learner = loop.Learner(trained, opt, _no_step_loss, lambda f: _write_candidate(model, f),
                            lambda f: _measure(env_id, f, args), sampler, identity={"env_id": env_id},
                            loss_name="train_return")
     state = loop.resume(learner, args, out / "checkpoint.pt")
@@ -444,7 +461,7 @@ def train(env_id: str, out: Path, args: Args, progress: bool = True) -> dict[str
         for group in opt.param_groups:
             group["lr"] = loop.lr_at(state["update"], args.lr, 0, updates, 0.0) if args.anneal_lr else args.lr
         rollout = collector.collect()
-        stats = update(model, opt, rollout, args)
+        stats = update(model, opt, rollout, args, critic)
         state["update"] += 1
         state["step"] = state["update"] * per_update
         recent = collector.finished[-20:]

@@ -5,6 +5,7 @@ format reads and writes each type, refusing what it cannot run with an error nam
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -208,3 +209,47 @@ def test_every_action_type_exports_and_samples_as_the_torch_runner_does(tmp_path
     action, info = policy.act_with_info(np.zeros(5, np.float32), deterministic=False)
     assert info["dist"].shape == (CODECS[kind].param_width,) and np.isfinite(info["log_prob"])
     assert action.shape == CODECS[kind].shape and action.dtype == CODECS[kind].dtype
+
+
+def test_extension_types_are_marked_in_requires_capabilities(tmp_path, monkeypatch):
+    """Each of gptrl's own types names a capability that every config gptrl writes lists, so a runtime that does not
+    know the type refuses the bundle (naming the file and the key) instead of misreading it; the Causal GPT-RL
+    format's own types need none."""
+    import gptrl.bundle.parse as parse
+    from gptrl.bundle import load_bundle
+    from gptrl.exporter import PolicyModel, export_bundle, export_onnx, init_weights
+    from gptrl.runtime import load_policy
+
+    def written(observation, action) -> list[str]:
+        config = make_config(observation=observation, action=action, d_model=16, num_layers=1, num_heads=2)
+        return config.to_dict()["requires_capabilities"]
+
+    float_obs = FloatVector.unbounded(5)
+    assert written(float_obs, CODECS["tanh"]) == []
+    assert written(float_obs, CODECS["gaussian"]) == ["gptrl.actions.gaussian"]
+    assert written(float_obs, CODECS["discrete"]) == ["gptrl.actions.discrete"]
+    assert written(Tokens(2, 7), CODECS["discrete"]) == ["gptrl.observations.tokens", "gptrl.actions.discrete"]
+    # Bundles gptrl wrote before it marked the extension (bundles/cartpole-v1 lists none) are still read.
+    config = make_config(state_dim=5, action=CODECS["discrete"], d_model=16, num_layers=2, num_heads=2,
+                         context_length=3)
+    unmarked = {**config.to_dict(), "requires_capabilities": []}
+    assert parse_config(unmarked).action == CODECS["discrete"]
+    assert parse_config(unmarked).to_dict()["requires_capabilities"] == ["gptrl.actions.discrete"]
+
+    folder = export_bundle(init_weights(PolicyModel(config), seed=0), tmp_path / "b")
+    graph = export_onnx(folder, tmp_path / "p.onnx", variant="stateful", verify=False)
+    assert json.loads((folder / "config.json").read_text())["requires_capabilities"] == ["gptrl.actions.discrete"]
+    monkeypatch.setattr(parse, "CAPABILITIES", frozenset())  # a reader that knows no extension
+    with pytest.raises(BundleError) as refused:
+        load_bundle(folder)
+    assert str(folder / "config.json") in str(refused.value)
+    assert "key 'requires_capabilities' lists ['gptrl.actions.discrete'], which gptrl does not provide" in str(
+        refused.value)
+    with pytest.raises(BundleError, match=r"p\.onnx metadata 'gptrl\.config'.*'requires_capabilities' lists "
+                                          r"\['gptrl\.actions\.discrete'\]"):
+        load_policy(graph)
+    monkeypatch.undo()
+    for listed, message in ((["gptrl.actions.discrete", "return_conditioning"], "lists ['return_conditioning']"),
+                            ([{"name": "x"}], "must list strings")):
+        with pytest.raises(BundleError, match="config.json: key 'requires_capabilities' " + re.escape(message)):
+            parse_config({**config.to_dict(), "requires_capabilities": listed}, "config.json")

@@ -12,13 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from gptrl.bundle.codecs import parse_action, parse_observation
+from gptrl.bundle.codecs import CAPABILITIES, parse_action, parse_observation
 from gptrl.bundle.codecs.box import box_dict
 from gptrl.bundle.files import CONFIG_FILE
 from gptrl.bundle.jsonreader import JsonReader, describe
 from gptrl.bundle.schema import (
     BOS_CACHE_MODES,
-    KNOWN_CAPABILITIES,
     LIMITS,
     MAX_PARAMETERS,
     SUPPORTED_FORMAT_VERSIONS,
@@ -128,10 +127,12 @@ def parse_config(data: Any, source: str = CONFIG_FILE) -> BundleConfig:
         raise r.error(f"key 'bundle_format_version' = {version} is not supported (gptrl reads versions "
                       f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))})")
     capabilities = r.get("requires_capabilities", "list", [])
-    unknown = [c for c in capabilities if c not in KNOWN_CAPABILITIES]
+    if not all(isinstance(c, str) for c in capabilities):
+        raise r.error(f"key 'requires_capabilities' must list strings, got {capabilities!r}"[:300])
+    unknown = [c for c in capabilities if c not in CAPABILITIES]
     if unknown:
-        raise r.error(f"key 'requires_capabilities' lists {unknown}, which gptrl does not provide; "
-                      "refusing to run a policy whose behaviour it would get wrong")
+        raise r.error(f"key 'requires_capabilities' lists {unknown}, which gptrl does not provide (it provides "
+                      f"{sorted(CAPABILITIES)}); refusing to run a policy whose behaviour it would get wrong")
     top_context = r.get("context_length", "int", None)
     model = _parse_model(r.child("model_config", {}), top_context)
 

@@ -13,9 +13,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from gptrl.bundle.codecs import ActionCodec, ObservationEncoder
 
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
-# Capabilities a bundle may require that this implementation provides. None exist yet: any capability listed in
-# `requires_capabilities` is refused rather than silently ignored.
-KNOWN_CAPABILITIES: frozenset[str] = frozenset()
 
 BosCacheMode = Literal["discard", "retain"]
 BOS_CACHE_MODES: tuple[str, ...] = get_args(BosCacheMode)
@@ -120,6 +117,13 @@ class BundleConfig:
         return self.model.context_length
 
     @property
+    def capabilities(self) -> tuple[str, ...]:
+        """What config.json's ``requires_capabilities`` must list: those the file lists, then those gptrl's
+        extension types in it need (docs/format.md, "gptrl's extension"). Every config gptrl writes lists them."""
+        needed = [c.capability for c in (self.observation, self.action) if c.capability is not None]
+        return (*self.requires_capabilities, *(c for c in needed if c not in self.requires_capabilities))
+
+    @property
     def state_dim(self) -> int:
         """Entries of one observation."""
         return self.observation.size
@@ -158,7 +162,7 @@ class BundleConfig:
             "state_specs": self.observation.specs(),
             "action_specs": self.action.specs(),
             "context_length": self.context_length,
-            "requires_capabilities": list(self.requires_capabilities),
+            "requires_capabilities": list(self.capabilities),
             "state_container": self.state_container,
             "action_container": self.action_container,
             "state_normalization": {"embedded": self.observation.normalized, "legacy_sidecar": False},

@@ -30,6 +30,10 @@ OBSERVATION_ENCODERS: tuple[type[ObservationEncoder], ...] = (
     Tokens,  # {type: tokens, size, vocab_size}
 )
 
+# The capabilities gptrl provides: those its extension types name (a config lists them in `requires_capabilities`).
+CAPABILITIES: frozenset[str] = frozenset(
+    kind.capability for kind in (*ACTION_CODECS, *OBSERVATION_ENCODERS) if kind.capability is not None)
+
 
 def _pick(registry: tuple, readers: list[JsonReader], key: str):
     first = readers[0]
@@ -71,6 +75,6 @@ def parse_observation(readers: list[JsonReader]) -> ObservationEncoder:
     return _pick(OBSERVATION_ENCODERS, readers, "state_specs")
 
 
-__all__ = ["ACTION_CODECS", "NUMPY", "OBSERVATION_ENCODERS", "ActionCodec", "Discrete", "FloatVector", "GaussianBox",
-           "NumpyOps", "ObservationEncoder", "Ops", "TanhBox", "Tokens", "action_for_space", "observation_for_space",
-           "parse_action", "parse_observation"]
+__all__ = ["ACTION_CODECS", "CAPABILITIES", "NUMPY", "OBSERVATION_ENCODERS", "ActionCodec", "Discrete", "FloatVector",
+           "GaussianBox", "NumpyOps", "ObservationEncoder", "Ops", "TanhBox", "Tokens", "action_for_space",
+           "observation_for_space", "parse_action", "parse_observation"]

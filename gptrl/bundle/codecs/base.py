@@ -79,6 +79,10 @@ class SpecType:
     """What every action and observation type reads and writes in config.json: its spec entries and its space."""
 
     kind: ClassVar[str]  # the registry key, as docs and errors name it
+    # The name a config lists in ``requires_capabilities`` when it holds this type: None for the Causal GPT-RL
+    # format's own types; gptrl's extensions name one, so a runtime that does not know the type refuses the bundle
+    # instead of misreading it (docs/format.md, "gptrl's extension").
+    capability: ClassVar[str | None] = None
 
     @classmethod
     def matches(cls, spec: dict[str, Any]) -> bool:

@@ -25,6 +25,7 @@ MAX_CHOICES = 65_536
 class Discrete(ActionCodec):
     n: int
     kind: ClassVar[str] = "discrete"
+    capability: ClassVar[str | None] = "gptrl.actions.discrete"
     requirement: ClassVar[str] = "type 'discrete' with n"
     dtype: ClassVar[str] = "int64"
 

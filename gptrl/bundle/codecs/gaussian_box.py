@@ -30,6 +30,7 @@ FINITE_LIMIT = 3.0e38  # an infinite bound is clipped here (float32's range), so
 class GaussianBox(BoxActionCodec):
     squash: ClassVar[str] = "clip"
     kind: ClassVar[str] = "gaussian"
+    capability: ClassVar[str | None] = "gptrl.actions.gaussian"
     requirement: ClassVar[str] = "squash 'clip' (a Gaussian clipped to the bounds)"
 
     @classmethod

@@ -26,6 +26,7 @@ class Tokens(ObservationEncoder):
     count: int  # tokens per observation
     vocab_size: int
     kind: ClassVar[str] = "tokens"
+    capability: ClassVar[str | None] = "gptrl.observations.tokens"
     requirement: ClassVar[str] = "type 'tokens' with size and vocab_size"
     dtype: ClassVar[str] = "int64"
 

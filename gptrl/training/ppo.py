@@ -487,7 +487,9 @@ def _write_candidate(model: PolicyModel, folder: Path) -> None:
 
 
 def _measure(env_id: str, folder: Path, args: Args) -> dict[str, Any]:
-    """The candidate's greedy return on the ONNX runtime over held-out seeds."""
+    """The candidate's greedy return on the ONNX runtime over held-out seeds, each episode to the env's time limit."""
+    import gymnasium as gym
+
     from gptrl.evaluation import evaluate
     from gptrl.exporter import export_onnx
     from gptrl.runtime import load_policy
@@ -496,7 +498,7 @@ def _measure(env_id: str, folder: Path, args: Args) -> dict[str, Any]:
     n = args.eval_episodes
     result = evaluate(env_id, load_policy(folder, num_envs=n), seeds=range(args.eval_seed, args.eval_seed + n),
                       num_envs=n, env_kwargs=env_kwargs(args) or None,
-                      max_steps=max(1000, args.max_episode_steps))
+                      max_steps=args.max_episode_steps or gym.spec(env_id).max_episode_steps or 1000)
     return {"return_mean": round(result["return_mean"], 2), "return_std": round(result["return_std"], 2),
             "length_mean": result["length_mean"]}
 

@@ -217,7 +217,11 @@ def _cmd_record(args: argparse.Namespace) -> int:
     rec = record_episode(args.bundle, args.output, seed=args.seed, backend=args.backend, env_id=args.env,
                          max_steps=args.max_steps, every=args.every, fps=args.fps, width=args.width,
                          height=args.height, target_return=args.target_return, progress=True)
-    print(f"wrote {rec.path}: {rec.frames} frames of a {rec.length}-step episode, return {rec.episode_return:.1f}")
+    size = f"{rec.size[0]}x{rec.size[1]}"
+    if not rec.sized:
+        size += " (the env renders at its own size; --width and --height apply to envs that take them, e.g. MuJoCo)"
+    print(f"wrote {rec.path}: {rec.frames} frames of {size} from a {rec.length}-step episode, return "
+          f"{rec.episode_return:.1f}")
     return 0
 
 
@@ -295,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=positive_int, default=1000)
     p.add_argument("--every", type=positive_int, default=1, help="keep every N-th frame (smaller files)")
     p.add_argument("--fps", type=float, help="default: the env's frame rate / --every (real time)")
-    p.add_argument("--width", type=positive_int, default=480)
-    p.add_argument("--height", type=positive_int, default=480)
+    p.add_argument("--width", type=positive_int, help="frame width where the env takes one (MuJoCo; default: the "
+                   "env's own, 480); classic control and Box2D envs render at their fixed size")
+    p.add_argument("--height", type=positive_int, help="frame height, likewise (default: the env's own)")
     p.add_argument("--target-return", type=float, help="return-conditioned policies: the target")
     p.set_defaults(func=_cmd_record)
     p = sub.add_parser("dt-import", help="a Hugging Face Decision Transformer checkpoint -> a gptrl DT bundle")

@@ -142,3 +142,18 @@ def seeded_draws(make_policy, obs: np.ndarray, seed: int, steps: int = 12) -> np
     policy = make_policy()
     policy.seed(seed)
     return np.array([policy.predict(obs, deterministic=False)[0] for _ in range(steps)])
+
+
+def spread_bundle(config, folder, seed: int = 0, spread: float = 0.3):
+    """A fresh policy of ``config`` written as a bundle at ``folder``, its weights spread wider than the
+    initialisation's (normal noise of std ``spread`` added), so its distribution moves with what it reads."""
+    import torch
+
+    from gptrl.exporter import PolicyModel, export_bundle, init_weights
+
+    model = init_weights(PolicyModel(config), seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(spread * torch.randn(p.shape, generator=generator))
+    return export_bundle(model, folder)

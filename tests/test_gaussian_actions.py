@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from sampling_loop import StepDriver, SyntheticRows, closed_loop, seeded_draws, stateful_loop
+from sampling_loop import StepDriver, SyntheticRows, closed_loop, seeded_draws, spread_bundle, stateful_loop
 from test_cross_runtime import RUNTIMES, zero_state
 
 import gptrl
 from gptrl.bundle import load_bundle, make_config
 from gptrl.bundle.codecs import GaussianBox
-from gptrl.exporter import PolicyModel, export_bundle, export_onnx, init_weights
+from gptrl.exporter import export_onnx
 from gptrl.runtime import load_policy
 
 ACTION = GaussianBox.from_bounds([-1.0, -np.inf, 0.0], [1.0, np.inf, 4.0])
@@ -35,12 +34,7 @@ def bundle(tmp_path_factory) -> Path:
     """A fresh GPT2 policy whose weights are spread wider than the initialisation's, so its mean and log-std move
     with the observations and its samples fall inside and outside the bounds."""
     config = make_config(state_dim=STATE_DIM, action=ACTION, **TINY)
-    model = init_weights(PolicyModel(config), seed=0)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=generator))
-    return export_bundle(model, tmp_path_factory.mktemp("gaussian") / "bundle")
+    return spread_bundle(config, tmp_path_factory.mktemp("gaussian") / "bundle")
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,14 @@ REFERENCE_PROJECT_RETURNS = {"Hopper-v5": 2836.28, "HalfCheetah-v5": 5989.04, "W
 
 
 def measure(bundle_dir: Path, episodes: int = 50, seed: int = 0, target_return: float | None = None,
-            num_envs: int = 1) -> dict:
-    """``gptrl eval BUNDLE --episodes N --seed S [--target-return R] [--num-envs E] --json`` in a subprocess, with
-    its command. ``--num-envs`` gives the same per-seed returns as the one-env loop (``gptrl.evaluate``'s waves),
-    only faster, so the card's command without it reproduces the card."""
+            num_envs: int = 1, max_steps: int | None = None) -> dict:
+    """``gptrl eval BUNDLE --episodes N --seed S [--max-steps M] [--target-return R] [--num-envs E] --json`` in a
+    subprocess, with its command. ``--num-envs`` gives the same per-seed returns as the one-env loop
+    (``gptrl.evaluate``'s waves), only faster, so the card's command without it reproduces the card. ``max_steps``:
+    for envs whose own limit is above gptrl eval's default 1000 (BipedalWalker's 1600)."""
     args = [str(bundle_dir), "--episodes", str(episodes), "--seed", str(seed)]
+    if max_steps is not None:
+        args += ["--max-steps", str(max_steps)]
     if target_return is not None:
         args += ["--target-return", f"{target_return:g}"]
     if num_envs > 1:

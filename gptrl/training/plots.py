@@ -105,8 +105,10 @@ def plot_rounds(rounds: Sequence[int], means: Sequence[float], stds: Sequence[fl
         plt.close(fig)
 
 
-def plot_learning_curve(history: Sequence[dict], out: str | Path, *, title: str = "") -> Path:
-    """An RL run's held-out return (mean and std over its seeds) and its training episodes' return, by env step."""
+def plot_learning_curve(history: Sequence[dict], out: str | Path, *, title: str = "",
+                        others: dict[str, Sequence[dict]] | None = None) -> Path:
+    """An RL run's held-out return (mean and std over its seeds) and its training episodes' return, by env step;
+    ``others``: more runs' training-episode curves (label -> records with step and train_return), dashed."""
     plt = _figure()
     steps = [r["step"] for r in history]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -114,6 +116,11 @@ def plot_learning_curve(history: Sequence[dict], out: str | Path, *, title: str 
                 color="tab:orange", marker="s", ms=3, capsize=2, label="held-out return (greedy, ONNX runtime)")
     ax.plot(steps, [r["train_return"] for r in history], color="tab:blue", marker="o", ms=3,
             label="training episodes (sampled, last 20)")
+    for (label, curve), color in zip((others or {}).items(), ("tab:green", "tab:red", "tab:purple", "tab:gray",
+                                                              "tab:olive", "tab:cyan")):
+        points = [r for r in curve if r.get("train_return") is not None]
+        ax.plot([r["step"] for r in points], [r["train_return"] for r in points], color=color, linestyle="--",
+                lw=1, label=label)
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return")
     ax.set_title(title or "learning curve")

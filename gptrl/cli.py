@@ -179,8 +179,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise BundleError(f"{args.bundle}: the bundle records no env_id; pass --env")
     seeds = range(args.seed, args.seed + args.episodes)
     result = evaluate(env_id, runner, seeds=seeds, max_steps=args.max_steps, num_envs=args.num_envs,
-                      progress=not args.json, target_return=args.target_return)
+                      progress=not args.json, target_return=args.target_return, sample_seed=args.sample_seed)
     stats = {"env_id": env_id, "backend": args.backend, "seeds": [seeds.start, seeds.stop - 1], **result.to_dict()}
+    sampled = "" if args.sample_seed is None else f", actions sampled (generator seed {args.sample_seed})"
+    if args.sample_seed is not None:
+        stats["sample_seed"] = args.sample_seed
     if args.json:
         from gptrl.provenance import provenance
 
@@ -189,7 +192,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 0
     score = stats["normalized_score"]
     print(f"{env_id} ({args.backend}, {args.episodes} episodes, seeds {seeds.start}..{seeds.stop - 1}, "
-          f"max {args.max_steps} steps)")
+          f"max {args.max_steps} steps{sampled})")
     print(f"  return  {stats['return_mean']:.2f} +- {stats['return_std']:.2f}")
     print(f"  length  {stats['length_mean']:.1f} +- {stats['length_std']:.1f}")
     print(f"  normalised score  {score:.1f}" if score is not None
@@ -288,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-return", type=float,
                    help="return-conditioned policies (Decision Transformers): the target, in env units "
                         "(default: the bundle's)")
+    p.add_argument("--sample-seed", type=int, default=None, metavar="N",
+                   help="sample each action from the policy's distribution (act(..., deterministic=False)), its "
+                        "generator seeded N; the same N gives the same episodes (default: greedy actions)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("record", help="render one episode to an MP4 or GIF (offscreen; MUJOCO_GL=egl headless)")

@@ -42,18 +42,25 @@ def _conditioned(runner: Actor) -> bool:
     return conditioning(runner, None)
 
 
+def _sampling(deterministic: bool) -> dict[str, Any]:
+    """The keyword ``act`` takes: none for greedy actions (any Actor), ``deterministic=False`` to sample."""
+    return {} if deterministic else {"deterministic": False}
+
+
 def play_episode(env, runner: Actor, *, seed: int | None, max_steps: int | None,
-                 target_return: float | None = None) -> tuple[float, int]:
+                 target_return: float | None = None, deterministic: bool = True) -> tuple[float, int]:
     """One episode in a single gymnasium env (``seed=None``: the env's own RNG continues); returns (return, length).
 
     A return-conditioned runner is reset with ``target_return`` (None: its default) and given each reward.
+    ``deterministic=False`` samples each action from the policy's distribution (its own seeded generator).
     """
     conditioned = conditioning(runner, target_return)
     obs, _ = env.reset(seed=seed)
     runner.reset(obs, target_return=target_return) if conditioned else runner.reset(obs)
     total, steps, reward = 0.0, 0, None
     while max_steps is None or steps < max_steps:
-        action = runner.act(obs, reward=reward) if conditioned else runner.act(obs)  # type: ignore[call-arg]
+        kw = _sampling(deterministic)
+        action = runner.act(obs, reward=reward, **kw) if conditioned else runner.act(obs, **kw)  # type: ignore[call-arg]
         obs, reward, terminated, truncated, _ = env.step(action)
         total += float(reward)
         steps += 1
@@ -91,6 +98,7 @@ def evaluate(
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = False,
     target_return: float | None = None,
+    sample_seed: int | None = None,
 ) -> EvalResult:
     """One episode per seed; the statistics of ``run_episodes`` plus ``normalized_score``.
 
@@ -102,8 +110,18 @@ def evaluate(
 
     ``target_return`` (env units) conditions a return-conditioned runner (a Decision Transformer; None: the bundle's
     default); the rewards are passed to it step by step. Other runners refuse a target.
+
+    ``sample_seed`` None plays greedy actions; an integer samples every action from the policy's distribution
+    (``act(..., deterministic=False)``), its generator seeded with it once before the first episode, so the same
+    seed (and ``num_envs``) plays the same episodes again. A policy without a distribution refuses.
     """
     conditioning(runner, target_return)  # a target for a policy that takes none is refused
+    deterministic = sample_seed is None
+    if not deterministic:
+        if not getattr(runner, "stochastic", False):
+            raise ValueError(f"{type(runner).__name__} cannot sample actions (its head describes no distribution); "
+                             "evaluate it without a sample seed")
+        runner.seed(sample_seed)  # type: ignore[attr-defined]
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty")
@@ -126,13 +144,14 @@ def evaluate(
         if num_envs == 1:
             returns, lengths = [], []
             for seed in seeds:
-                r, n = play_episode(env, runner, seed=seed, max_steps=max_steps, target_return=target_return)
+                r, n = play_episode(env, runner, seed=seed, max_steps=max_steps, target_return=target_return,
+                                    deterministic=deterministic)
                 returns.append(r)
                 lengths.append(n)
                 if bar is not None:
                     bar.update(1)
         else:
-            returns, lengths = _evaluate_vector(env, runner, seeds, max_steps, bar, target_return)
+            returns, lengths = _evaluate_vector(env, runner, seeds, max_steps, bar, target_return, deterministic)
     finally:
         if bar is not None:
             bar.close()
@@ -168,8 +187,8 @@ def _env_id(env) -> str | None:
     return getattr(spec, "id", None)
 
 
-def _evaluate_vector(envs, runner, seeds: list[int], max_steps: int, bar,
-                     target_return: float | None = None) -> tuple[list[float], list[int]]:
+def _evaluate_vector(envs, runner, seeds: list[int], max_steps: int, bar, target_return: float | None = None,
+                     deterministic: bool = True) -> tuple[list[float], list[int]]:
     """Seeds played in waves of ``num_envs`` episodes that start together with a full reset.
 
     Rows could take a new seed as soon as they free up, but a row restarted mid-ring sees its cache entries in
@@ -200,7 +219,9 @@ def _evaluate_vector(envs, runner, seeds: list[int], max_steps: int, bar,
             ret, length = np.zeros(n), np.zeros(n, dtype=np.int64)
             reward = None
             while (episode >= 0).any():
-                action = runner.act(obs, reward=reward) if conditioned else runner.act(obs)  # type: ignore[call-arg]
+                kw = _sampling(deterministic)
+                action = (runner.act(obs, reward=reward, **kw) if conditioned  # type: ignore[call-arg]
+                          else runner.act(obs, **kw))
                 obs, reward, terminated, truncated, _ = envs.step(action)
                 ret += reward
                 length += 1

@@ -86,3 +86,27 @@ def test_batched_evaluate_is_the_one_env_loop_when_episodes_end_apart():
     assert len(set(one["lengths"])) >= 3  # the rows do finish apart
     assert three["lengths"] == one["lengths"]
     assert three["returns"] == one["returns"]
+
+
+def test_evaluate_samples_reproducibly_from_a_seed(tmp_path):
+    """sample_seed: actions drawn from the policy's distribution, the same seed playing the same episodes again (one
+    env or a batch), another seed others; a policy without a distribution refuses."""
+    from test_cli import _tiny_bundle
+
+    from gptrl.exporter import export_onnx
+    from gptrl.runtime import load_policy
+
+    bundle = _tiny_bundle("gaussian", tmp_path / "b")
+    graph = export_onnx(bundle, tmp_path / "p.onnx", verify=False)
+    kwargs = dict(seeds=range(4), max_steps=30)
+
+    def run(sample_seed, num_envs=1):
+        return gptrl.evaluate("Pendulum-v1", load_policy(graph, num_envs=num_envs), num_envs=num_envs,
+                              sample_seed=sample_seed, **kwargs)["returns"]
+
+    greedy, sampled = run(None), run(3)
+    assert sampled == run(3) and sampled != run(4) and sampled != greedy
+    assert run(3, num_envs=2) == run(3, num_envs=2) != run(None, num_envs=2)
+    with pytest.raises(ValueError, match="cannot sample actions"):  # a gptrl-policy-step/1 graph: no distribution
+        gptrl.evaluate("Hopper-v5", load_policy(FIXTURES.parents[2] / "bundles" / "hopper-v5"), sample_seed=0,
+                       seeds=[0], max_steps=2)

@@ -9,7 +9,7 @@ GPTRL_EDITABLE := $(PIP) install --no-deps --no-build-isolation --editable .
 
 DEMO_BUNDLE ?= bundles/hopper-v5
 
-.PHONY: install install-runtime lock test lint demo verify-cards export bench bench-edge soak teacher data train dagger card dt-train dt-card ppo clean
+.PHONY: install install-runtime lock test lint demo verify-cards export bench bench-edge soak teacher data train dagger card dt-train dt-card ppo ppo-card baseline bench-ppo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -101,7 +101,23 @@ dt-card: install
 # PPO of the transformer policy acting through its KV cache (resumable, runs/ppo/ENV); the best held-out candidate
 # to bundles/<env id lowercased>/ with policy.onnx:  make ppo ENV=CartPole-v1
 ppo: install
-	$(PY) -m gptrl.training.ppo $(ENV) --publish
+	$(PY) -m gptrl.training.ppo $(ENV) --publish $(ARGS)
+
+# The card of a bundle `make ppo` published, measured again from its run:  make ppo-card ENV=CartPole-v1
+ppo-card: install
+	$(PY) -m gptrl.training.ppo_card bundles/$(shell echo $(ENV) | tr A-Z a-z) --run runs/ppo/$(ENV) --num-envs 10
+
+# A same-budget SB3 baseline with the RL Zoo's tuned settings (runs/baselines/ALGO/ENV/seedS/result.json), then
+# the summary docs/results/ppo-baselines.json:  make baseline ENV=CartPole-v1 ALGO=ppo SEED=0  (ALGO: ppo, recurrent-ppo)
+ALGO := ppo
+SEED := 0
+baseline: install
+	$(PY) -m gptrl.training.baselines $(ENV) --algo $(ALGO) --seed $(SEED)
+	$(PY) -m gptrl.training.baselines --collect
+
+# PPO steps/s end to end on CartPole-v1 (8 envs x 128): gptrl's transformer PPO against SB3 PPO, and where the time goes
+bench-ppo: install
+	$(PY) benchmarks/ppo_throughput.py
 
 # Re-run every model card's closed-loop measurements with the card's own commands (torch-free) and report per seed
 # what differs, saying first whether this machine matches each card's provenance (exit 1 only for a regression:

@@ -122,3 +122,13 @@ def test_a_run_resumes_from_its_checkpoint_and_refuses_other_settings(tmp_path, 
     with pytest.raises(FileExistsError, match="checkpoint.pt"):
         ppo.train("CartPole-v1", out, ppo.Args(**{**SMALL, "num_steps": 32}, total_timesteps=3 * 96, lr=1e-2),
                   progress=False)
+
+
+def test_an_env_preset_sits_under_the_flags_given(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(ppo, "train", lambda env_id, out, args, **_: seen.update(args=args) or {"best": None})
+    ppo.main(["Acrobot-v1", "--out", str(tmp_path), "--lr", "0.002"])
+    preset = ppo.PRESETS["Acrobot-v1"]
+    assert seen["args"].num_envs == preset["num_envs"] and seen["args"].lr == 0.002
+    ppo.main(["--out", str(tmp_path), "CartPole-v1"])
+    assert seen["args"] == ppo.Args()

@@ -25,6 +25,8 @@ Resuming continues the updates from runs/ppo/ENV/checkpoint.pt (weights, optimis
 the envs start fresh episodes (their state is not saved).
 
     python -m gptrl.training.ppo CartPole-v1 --total-timesteps 100000 --publish
+
+Each env starts from its ``PRESETS`` entry (the settings its shipped bundle was trained with); flags override them.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ from gptrl.exporter.causal.runner import PolicyRunner
 from gptrl.exporter.init import init_weights
 from gptrl.rollout import StepInputs, StepOutputs
 from gptrl.training import loop
+from gptrl.training.cliargs import add_arguments, from_namespace
 from gptrl.training.windows import cache_window
 
-__all__ = ["Args", "Rollout", "main", "ppo_losses", "refresh_cache", "train"]
+__all__ = ["PRESETS", "Args", "Rollout", "main", "ppo_losses", "refresh_cache", "train"]
 
 
 @dataclass
@@ -87,6 +90,20 @@ class Args:
     seed: int = 0  # seeds the weights, the envs and the sampler
     threads: int = 1  # torch threads
     device: str = "cpu"  # only "cpu" is supported for now (the runner and windows share the model)
+
+
+# Each env's settings where they differ from ``Args``'s (CartPole's): the ones its shipped bundle was trained with.
+# ``make ppo ENV=...`` starts from these; any flag given overrides them.
+PRESETS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {},
+    "CartPoleNoVel-v1": {},
+    "Acrobot-v1": {"total_timesteps": 1_000_000, "num_envs": 16, "num_steps": 256, "num_minibatches": 8,
+                   "gae_lambda": 0.94, "lr": 3e-4, "eval_episodes": 50},
+    "LunarLander-v3": {"total_timesteps": 1_000_000, "ent_coef": 0.01, "eval_every": 10, "eval_episodes": 20},
+    "LunarLanderNoVel-v3": {"total_timesteps": 1_000_000, "ent_coef": 0.01, "eval_every": 10, "eval_episodes": 20},
+    "BipedalWalker-v3": {"total_timesteps": 5_000_000, "num_envs": 16, "num_steps": 256, "num_minibatches": 8,
+                         "lr": 3e-4, "eval_every": 20, "eval_episodes": 5},
+}
 
 
 # ----------------------------------------------------------------------------- the model and the envs
@@ -131,12 +148,8 @@ class RecordingRunner(PolicyRunner):
     last: tuple[StepInputs, StepOutputs, np.ndarray]
 
     def _forward(self, step: StepInputs) -> StepOutputs:
-        out = super()._forward(step)
-        codec, ops = self.config.action, self.model.ops
-        params = torch.from_numpy(out.dist)
-        latent = codec.sample_latent(ops, params, torch.from_numpy(step.uniform)) if step.sample.all() \
-            else codec.greedy_latent(ops, params)
-        self.last = (step, out, latent.numpy())
+        out, latent = self._forward_latent(step)
+        self.last = (step, out, latent.cpu().numpy())
         return out
 
 
@@ -514,36 +527,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("env_id")
     p.add_argument("--out", type=Path, help="run folder (default runs/ppo/ENV)")
     p.add_argument("--publish", type=Path, nargs="?", const=True, default=None,
-                   help="copy the best candidate into a bundle folder (default bundles/<env id lowercased>)")
-    for f, help_text in zip(fields(Args), _arg_help()):
-        kind = f.type if isinstance(f.type, type) else type(f.default)
-        if kind is bool:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=lambda v: v.lower() in ("1", "true", "yes"),
-                           default=f.default, metavar="BOOL", help=f"{help_text} (default {f.default})")
-        else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default,
-                           help=f"{help_text} (default {f.default})")
+                   help="copy the best candidate into a bundle folder (default bundles/<env id lowercased>) and "
+                   "write its card (50 episodes, GIF, learning curve, the SB3 baselines)")
+    add_arguments(p, Args)
+    p.set_defaults(**PRESETS.get(p.parse_known_args(argv)[0].env_id, {}))  # the env's preset, under any flag given
     a = p.parse_args(argv)
-    args = Args(**{f.name: getattr(a, f.name) for f in fields(Args)})
+    args = from_namespace(Args, a)
     out = a.out or Path("runs/ppo") / a.env_id
     state = train(a.env_id, out, args)
     print(f"best: {json.dumps(state['best'])}")
     if a.publish is not None:
         dest = Path("bundles") / a.env_id.lower() if a.publish is True else a.publish
         print(f"published {loop.publish(out / 'best', dest)}")
+        from gptrl.training.ppo_card import write_card
 
-
-def _arg_help() -> list[str]:
-    """Each ``Args`` field's comment, read from this file (one source for the defaults' meaning and ``--help``)."""
-    import inspect
-
-    lines = inspect.getsource(Args).splitlines()
-    comments = {}
-    for line in lines:
-        name = line.strip().split(":")[0]
-        if "#" in line and name in {f.name for f in fields(Args)}:
-            comments[name] = line.split("#", 1)[1].strip()
-    return [comments.get(f.name, "") for f in fields(Args)]
+        result = write_card(dest, out, num_envs=10)
+        print(f"card: {result['return_mean']:.2f} +- {result['return_std']:.2f} (50 episodes) -> {dest / 'README.md'}")
 
 
 if __name__ == "__main__":

@@ -43,8 +43,12 @@ class PolicyRunner(CachedPolicy):
         self.state = RolloutState(num_envs, config.observation, config.action, kv, mode, positions=positions)
         self._cache = model.empty_cache(self.state.num_envs, kv, self.device)
 
-    @torch.inference_mode()
     def _forward(self, step: StepInputs) -> StepOutputs:
+        return self._forward_latent(step)[0]
+
+    @torch.inference_mode()
+    def _forward_latent(self, step: StepInputs) -> tuple[StepOutputs, torch.Tensor]:
+        """One step's outputs and the latent each row acted on (greedy, or drawn from its uniforms)."""
         dev, state, codec = self.device, self.state, self.config.action
         out, new_kv = self.model.step(
             torch.from_numpy(step.states).to(dev),
@@ -66,7 +70,8 @@ class PolicyRunner(CachedPolicy):
             latent = torch.where(sample, drawn, latent)
         term = torch.sigmoid(out.termination_logit).cpu().numpy() if out.termination_logit is not None else None
         return StepOutputs(codec.action_of(ops, latent).cpu().numpy(), out.value.cpu().numpy(), term,
-                           out.params.cpu().numpy(), codec.latent_log_prob(ops, out.params, latent).cpu().numpy())
+                           out.params.cpu().numpy(),
+                           codec.latent_log_prob(ops, out.params, latent).cpu().numpy()), latent
 
 
 def load_runner(

@@ -1,5 +1,7 @@
 """Envs gptrl adds to gymnasium's registry: the RL Zoo's masked-velocity tasks, where one observation is not enough
-(the policy must infer velocities from its context, GPT2PPO's thesis).
+(the policy must infer velocities from its context, GPT2PPO's thesis), and gptrl's ASCII Breakout
+(``gptrl/AsciiBreakout-v0``, ``gptrl/AsciiBreakoutSmall-v0``: ``gptrl.envs.breakout``), whose observation is a grid of
+character codes.
 
 ``register()`` is idempotent and called wherever gptrl makes an env by id (evaluation, record, training), so
 ``gptrl eval bundles/cartpolenovel-v1`` works like any other bundle; other code calls it before ``gym.make``.
@@ -12,7 +14,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["MASKED", "MaskedObservation", "register"]
+from gptrl.envs.breakout import BREAKOUT
+
+__all__ = ["BREAKOUT", "MASKED", "MaskedObservation", "register"]
 
 # id -> (the env it masks, the observation entries kept): the RL Zoo's definitions.
 MASKED: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -53,4 +57,7 @@ def register() -> None:
         spec = gym.spec(base)
         gym.register(id=env_id, entry_point=_make_masked, kwargs={"base": base, "keep": keep},
                      max_episode_steps=spec.max_episode_steps, reward_threshold=spec.reward_threshold)
-
+    for env_id, (layout, max_steps) in BREAKOUT.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point="gptrl.envs.breakout:make", kwargs={"layout": layout},
+                         max_episode_steps=max_steps, reward_threshold=layout.ceiling)

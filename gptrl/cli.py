@@ -178,9 +178,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if not env_id:
         raise BundleError(f"{args.bundle}: the bundle records no env_id; pass --env")
     seeds = range(args.seed, args.seed + args.episodes)
-    result = evaluate(env_id, runner, seeds=seeds, max_steps=args.max_steps, num_envs=args.num_envs,
-                      progress=not args.json, target_return=args.target_return, sample_seed=args.sample_seed)
+    executor = None
+    if args.ray is not None or args.results is not None or args.workers is not None:
+        if args.backend == "torch":
+            raise ValueError("--ray, --workers and --results run the onnx backend's torch-free policy in each worker; "
+                             "drop --backend torch")
+        from gptrl.executor import executor_for
+
+        executor = executor_for(args.ray, num_workers=args.workers, results=args.results)
+    try:
+        result = evaluate(env_id, runner, seeds=seeds, max_steps=args.max_steps, num_envs=args.num_envs,
+                          progress=not args.json, target_return=args.target_return, sample_seed=args.sample_seed,
+                          executor=executor)
+    finally:
+        if hasattr(executor, "shutdown"):
+            executor.shutdown()
     stats = {"env_id": env_id, "backend": args.backend, "seeds": [seeds.start, seeds.stop - 1], **result.to_dict()}
+    if args.ray is not None:
+        stats["ray"] = {"address": args.ray, "workers": executor.workers_used, "restarts": executor.restarts,
+                        "start_seconds": executor.start_seconds}
     sampled = "" if args.sample_seed is None else f", actions sampled (generator seed {args.sample_seed})"
     if args.sample_seed is not None:
         stats["sample_seed"] = args.sample_seed
@@ -197,6 +213,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(f"  length  {stats['length_mean']:.1f} +- {stats['length_std']:.1f}")
     print(f"  normalised score  {score:.1f}" if score is not None
           else "  normalised score  (no reference for this env)")
+    if "ray" in stats:
+        ray = stats["ray"]
+        started = "" if ray["start_seconds"] is None else f", Ray started in {ray['start_seconds']:.1f} s"
+        print(f"  ray  {ray['workers']} workers ({ray['address']}){started}, {ray['restarts']} restarted")
     return 0
 
 
@@ -294,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-seed", type=int, default=None, metavar="N",
                    help="sample each action from the policy's distribution (act(..., deterministic=False)), its "
                         "generator seeded N; the same N gives the same episodes (default: greedy actions)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="play the seeds in Ray actors (pip install 'gptrl[ray]'), each holding the torch-free policy "
+                        "and an env: no ADDRESS starts a local Ray instance and stops it after; 'auto' or HOST:PORT "
+                        "joins that cluster. Per-seed returns are the local run's")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="with --ray: how many actors (default: one per CPU of the cluster)")
+    p.add_argument("--results", default=None, metavar="FILE",
+                   help="keep each finished seed's return in FILE (JSON, rewritten atomically); running the same "
+                        "command again resumes from it, playing only the seeds not yet in it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
     p = sub.add_parser("record", help="render one episode to an MP4 or GIF (offscreen; MUJOCO_GL=egl headless)")

@@ -99,6 +99,7 @@ def evaluate(
     progress: bool = False,
     target_return: float | None = None,
     sample_seed: int | None = None,
+    executor: Any = None,
 ) -> EvalResult:
     """One episode per seed; the statistics of ``run_episodes`` plus ``normalized_score``.
 
@@ -114,6 +115,12 @@ def evaluate(
     ``sample_seed`` None plays greedy actions; an integer samples every action from the policy's distribution
     (``act(..., deterministic=False)``), its generator seeded with it once before the first episode, so the same
     seed (and ``num_envs``) plays the same episodes again. A policy without a distribution refuses.
+
+    ``executor`` (``gptrl.executor.RayExecutor``, ``LocalExecutor``) plays the seeds elsewhere: ``runner`` must then
+    be a policy from ``gptrl.runtime.load_policy`` (its ``source`` rebuilds it in each worker) and ``env_or_id`` an
+    env id; each worker holds one policy and one env of ``num_envs`` rows and plays waves of ``num_envs`` seeds, so
+    each seed's return is the one this loop gives it. Sampled actions are refused there (one generator runs through
+    every episode in order, which workers cannot share).
     """
     conditioning(runner, target_return)  # a target for a policy that takes none is refused
     deterministic = sample_seed is None
@@ -132,6 +139,9 @@ def evaluate(
     if getattr(runner, "num_envs", 1) != num_envs:
         raise ValueError(f"the runner holds num_envs={runner.num_envs} rows but evaluate was asked for "
                          f"num_envs={num_envs}")
+    if executor is not None:
+        return _evaluate_with(executor, env_or_id, runner, seeds, max_steps, num_envs, env_kwargs, progress,
+                              target_return, sample_seed)
     own_env = isinstance(env_or_id, str)
     env = make_env(env_or_id, num_envs, env_kwargs) if own_env else env_or_id
     env_id = env_or_id if own_env else _env_id(env)
@@ -241,3 +251,67 @@ def _evaluate_vector(envs, runner, seeds: list[int], max_steps: int, bar, target
     finally:
         runner.positions = previous
     return returns, lengths
+
+
+class EpisodeJob:
+    """The seeds of ``evaluate`` as a job an executor runs in its workers (``gptrl.executor``): ``setup`` builds one
+    env and one policy (from the policy's ``source``, so no torch and no bundle folder is needed there), ``run``
+    plays one wave of seeds with the loop ``evaluate`` itself uses and returns ``[[return, length], ...]``."""
+
+    def __init__(self, env_id: str, source: Any, *, num_envs: int, max_steps: int,
+                 env_kwargs: dict[str, Any] | None = None, target_return: float | None = None):
+        self.env_id, self.source, self.num_envs, self.max_steps = env_id, source, num_envs, max_steps
+        self.env_kwargs, self.target_return = dict(env_kwargs or {}), target_return
+
+    def describe(self) -> dict[str, Any]:
+        return {"job": "evaluate", "env_id": self.env_id, "policy": self.source.describe(), "num_envs": self.num_envs,
+                "max_steps": self.max_steps, "env_kwargs": self.env_kwargs, "target_return": self.target_return}
+
+    def setup(self) -> tuple[Any, Any]:
+        env = make_env(self.env_id, self.num_envs, self.env_kwargs)
+        return env, self.source.load(num_envs=self.num_envs)
+
+    def run(self, state: tuple[Any, Any], wave: list[int]) -> list[list[float]]:
+        env, runner = state
+        if self.num_envs == 1:
+            out = [play_episode(env, runner, seed=seed, max_steps=self.max_steps, target_return=self.target_return)
+                   for seed in wave]
+        else:
+            returns, lengths = _evaluate_vector(env, runner, list(wave), self.max_steps, None, self.target_return)
+            out = list(zip(returns, lengths))
+        return [[float(r), int(n)] for r, n in out]
+
+    def close(self, state: tuple[Any, Any]) -> None:
+        state[0].close()
+
+
+def _evaluate_with(executor, env_id, runner, seeds: list[int], max_steps: int, num_envs: int, env_kwargs,
+                   progress: bool, target_return: float | None, sample_seed: int | None) -> EvalResult:
+    if not isinstance(env_id, str):
+        raise ValueError(f"evaluate with an executor takes an env id, not {type(env_id).__name__} (each worker makes "
+                         "its own env)")
+    if sample_seed is not None:
+        raise ValueError(f"sample_seed={sample_seed}: sampled evaluation draws every episode from one generator in "
+                         "order and cannot be spread over an executor's workers; evaluate it without an executor")
+    source = getattr(runner, "source", None)
+    if source is None:
+        raise ValueError(f"{type(runner).__name__} records no source to rebuild it in a worker; an executor runs "
+                         "policies loaded by gptrl.runtime.load_policy")
+    make_env(env_id).close()  # an unknown id fails here, before any worker starts
+    job = EpisodeJob(env_id, source, num_envs=num_envs, max_steps=max_steps, env_kwargs=env_kwargs,
+                     target_return=target_return)
+    waves = [seeds[i:i + num_envs] for i in range(0, len(seeds), num_envs)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(seeds), desc=f"eval {env_id}", unit="ep")
+    try:
+        done = executor.map(job, waves, on_result=None if bar is None else lambda i, r: bar.update(len(r)))
+    finally:
+        if bar is not None:
+            bar.close()
+    returns = [r for wave in done for r, _ in wave]
+    lengths = [n for wave in done for _, n in wave]
+    stats = summarize(returns, lengths)
+    return EvalResult(**stats.to_dict(), normalized_score=normalized_score(env_id, stats.return_mean))

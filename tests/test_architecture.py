@@ -28,16 +28,18 @@ ALLOWED = {
     "gptrl.runtime": {"gptrl.errors", "gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.rollout",
                       "gptrl.families"},
     "gptrl.evaluation": {"gptrl.errors", "gptrl.bundle", "gptrl.contract", "gptrl.envs"},
+    "gptrl.executor": {"gptrl.errors", "gptrl.fileio"},
     "gptrl.exporter": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.synthetic", "gptrl.bundle", "gptrl.contract",
                        "gptrl.rollout", "gptrl.families", "gptrl.graph", "gptrl.runtime", "gptrl.evaluation"},
     "gptrl.training": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.synthetic", "gptrl.bundle", "gptrl.contract",
                        "gptrl.rollout", "gptrl.families", "gptrl.graph", "gptrl.runtime", "gptrl.evaluation",
-                       "gptrl.exporter", "gptrl.record", "gptrl.cli", "gptrl.provenance", "gptrl.envs"},
+                       "gptrl.exporter", "gptrl.record", "gptrl.cli", "gptrl.provenance", "gptrl.envs",
+                       "gptrl.executor"},
     "gptrl.record": {"gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.runtime", "gptrl.exporter",
                      "gptrl.envs"},
     "gptrl.cli": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.rollout",
                   "gptrl.families", "gptrl.runtime", "gptrl.evaluation", "gptrl.exporter", "gptrl.record",
-                  "gptrl.provenance", "gptrl.envs"},
+                  "gptrl.provenance", "gptrl.envs", "gptrl.executor"},
 }
 # Third-party packages that only some components may import.
 RESTRICTED = {
@@ -48,6 +50,7 @@ RESTRICTED = {
     "sb3_contrib": {"gptrl.training"},
     "minari": {"gptrl.training"},
     "transformers": set(),
+    "ray": {"gptrl.executor"},
 }
 
 

@@ -157,8 +157,41 @@ def load_policy(
         raise BundleError(f"{onnx_path}: onnxruntime cannot load it ({type(exc).__name__}: {first_line})") from None
     props = session.get_modelmeta().custom_metadata_map
     load = family_of_graph(props, str(onnx_path)).part("policy")
-    return load(session, props, onnx_path, in_folder=Path(path).is_dir(), num_envs=num_envs,
-                kv_cache_max_len=kv_cache_max_len, bos_cache_mode=bos_cache_mode, positions=positions)
+    policy = load(session, props, onnx_path, in_folder=Path(path).is_dir(), num_envs=num_envs,
+                  kv_cache_max_len=kv_cache_max_len, bos_cache_mode=bos_cache_mode, positions=positions)
+    policy.source = PolicySource(str(onnx_path), onnx_path.read_bytes(), {
+        "kv_cache_max_len": kv_cache_max_len, "bos_cache_mode": bos_cache_mode, "providers": providers,
+        "intra_op_threads": intra_op_threads, "positions": positions})
+    return policy
+
+
+class PolicySource:
+    """What rebuilds a loaded policy in another process or on another machine (a Ray worker): the graph's bytes,
+    already checked against its folder by the ``load_policy`` that made it, and the keywords it was loaded with.
+
+    ``load`` writes the bytes to a private temporary file and loads that, so a worker needs no copy of the bundle
+    folder; ``name`` (the original path) is kept for messages. The graph's own seal is checked again there.
+    """
+
+    def __init__(self, name: str, graph: bytes, kwargs: dict):
+        self.name, self.graph, self.kwargs = name, graph, dict(kwargs)
+
+    def describe(self) -> dict:
+        """A JSON description (the graph by sha256), for results files that must match the policy they came from."""
+        import hashlib
+
+        return {"graph": self.name, "graph_sha256": hashlib.sha256(self.graph).hexdigest(),
+                **{k: v for k, v in self.kwargs.items() if v is not None}}
+
+    def load(self, num_envs: int = 1):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="gptrl-policy-") as tmp:
+            path = Path(tmp) / Path(self.name).name
+            path.write_bytes(self.graph)
+            policy = load_policy(path, num_envs=num_envs, **self.kwargs)
+        policy.source = self
+        return policy
 
 
 def check_weights(onnx_path: Path, weights: Path, digest: str, in_folder: bool) -> None:

@@ -14,12 +14,13 @@ import onnx
 from gptrl import __version__
 from gptrl.bundle import Bundle, load_bundle
 from gptrl.bundle.codecs import NUMPY
-from gptrl.bundle.files import POLICY_FILE, WEIGHTS_FILE, source_files
-from gptrl.bundle.policy_graph import VARIANT_OPSETS, metadata_props
+from gptrl.bundle.files import POLICY_FILE, source_files
+from gptrl.bundle.policy_graph import VARIANT_OPSETS
 from gptrl.contract import GraphVariant
 from gptrl.families import family_of_folder
-from gptrl.fileio import atomic_path, check_output, sha256_file
-from gptrl.graph import build_step_graph, serialize
+from gptrl.fileio import atomic_path, check_output
+from gptrl.graph import serialize
+from gptrl.graph.policy import build_policy_graph as graph_with_metadata
 from gptrl.rollout import resolve_serving
 from gptrl.synthetic import ClosedLoopEnv
 
@@ -32,20 +33,14 @@ class ExportVerificationError(RuntimeError):
 
 def build_policy_graph(bundle: Bundle, variant: GraphVariant = DEFAULT_VARIANT, *, kv: int | None = None,
                        bos_cache_mode: str | None = None) -> onnx.ModelProto:
-    """The step graph with its metadata (config, weights digest, version, seal placeholder), checked by onnx.
+    """The step graph with its metadata (config, weights digest, version, seal placeholder), checked by onnx
+    (``gptrl.graph.policy``).
 
     A stateful graph fixes ``kv`` (default: the bundle's context length) and ``bos_cache_mode`` (default: the
     bundle's, else "discard"); the other variants take both at run time.
     """
     kv, mode = resolve_serving(bundle.config, kv, bos_cache_mode)
-    model = build_step_graph(bundle, variant, kv=kv, bos_cache_mode=mode)
-    fixed = {"kv": kv, "bos_cache_mode": mode} if variant == "stateful" else {}
-    onnx.helper.set_model_props(model, metadata_props(bundle.config, variant, sha256_file(bundle.path / WEIGHTS_FILE),
-                                                      __version__, **fixed))
-    model.doc_string = (f"gptrl single-step policy ({variant}, opset {VARIANT_OPSETS[variant]}) for "
-                        f"{bundle.config.env_id or 'an unnamed env'}")
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return graph_with_metadata(bundle, variant, kv=kv, bos_cache_mode=mode, version=__version__)
 
 
 def export_onnx(bundle_dir: str | Path, out: str | Path | None = None, *, variant: GraphVariant = DEFAULT_VARIANT,

@@ -16,10 +16,14 @@ from gptrl.synthetic import ClosedLoopEnv
 
 
 class GymRows:
-    """B gymnasium envs (seeds 0..B-1), each restarted when its episode ends."""
+    """B gymnasium envs (seeds 0..B-1), each restarted when its episode ends (``make_kwargs``: e.g. a shorter
+    ``max_episode_steps``)."""
 
-    def __init__(self, env_id: str, num_envs: int = 2):
-        self.envs = [gym.make(env_id) for _ in range(num_envs)]
+    def __init__(self, env_id: str, num_envs: int = 2, **make_kwargs):
+        from gptrl.envs import register
+
+        register()  # gptrl's own envs (ASCII Breakout) by id
+        self.envs = [gym.make(env_id, **make_kwargs) for _ in range(num_envs)]
 
     def reset(self) -> np.ndarray:
         return np.array([env.reset(seed=s)[0] for s, env in enumerate(self.envs)])

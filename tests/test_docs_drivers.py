@@ -114,16 +114,20 @@ def test_node_driver_matches_the_runtime(graph, tmp_path):
 
 
 def _tiny(kind: str, folder: Path) -> tuple[Path, object]:
-    """A small stateful graph of a Discrete policy reading tokens (FrozenLake's spaces) or of a clipped Gaussian
-    Box policy reading floats, and the world its closed loop runs in."""
+    """A small stateful graph of a Discrete policy reading tokens (FrozenLake's spaces) or a character grid (ASCII
+    Breakout's small screen), or of a clipped Gaussian Box policy reading floats, and the world its closed loop runs
+    in."""
     from sampling_loop import GymRows, SyntheticRows, spread_bundle
 
     from gptrl.bundle import make_config
-    from gptrl.bundle.codecs import Discrete, GaussianBox, Tokens
+    from gptrl.bundle.codecs import Discrete, GaussianBox, Grid, Tokens
 
     tiny = dict(context_length=4, d_model=32, num_layers=2, num_heads=2)
     if kind == "discrete":
         config, world = make_config(observation=Tokens(1, 16), action=Discrete(4), **tiny), GymRows("FrozenLake-v1")
+    elif kind == "grid":  # ASCII Breakout's small screen, 324 int64 token ids a row, rows restarting every 17 steps
+        config = make_config(observation=Grid(12, 27, 128, 4, (3, 9), 16), action=Discrete(3), **tiny)
+        world = GymRows("gptrl/AsciiBreakoutSmall-v0", max_episode_steps=17)
     else:
         action = GaussianBox.from_bounds([-1.0, -np.inf], [1.0, np.inf])
         config, world = make_config(state_dim=3, action=action, network="gpt2", **tiny), SyntheticRows(3, 2)
@@ -131,7 +135,7 @@ def _tiny(kind: str, folder: Path) -> tuple[Path, object]:
                        variant="stateful"), world
 
 
-@pytest.mark.parametrize("kind", ["discrete", "gaussian"])
+@pytest.mark.parametrize("kind", ["discrete", "grid", "gaussian"])
 def test_node_driver_samples_as_the_runtime_does(kind, tmp_path):
     """The driver fed the uniforms gptrl's runtime drew from its seeded generator (int64 observations and actions
     for the Discrete token policy) gives the runtime's sampled actions, log-probabilities, distributions and
@@ -158,7 +162,7 @@ def test_node_driver_samples_as_the_runtime_does(kind, tmp_path):
     got = _drive(graph, 2, steps, tmp_path)
     actions = np.array([s["action"] for s in got]).reshape(np.shape([e["action"] for e in expected]))
     want = np.array([e["action"] for e in expected])
-    if kind == "discrete":
+    if kind in ("discrete", "grid"):
         assert np.array_equal(actions, want)
         assert len(np.unique(want)) > 1
     else:

@@ -22,8 +22,8 @@ from gptrl.bundle.files import WEIGHTS_FILE
 from gptrl.bundle.schema import BundleConfig, ModelConfig
 from gptrl.errors import BundleError
 
-__all__ = ["WEIGHTS_FILE", "check_tensors", "format_buffers", "normalizer_tensors", "optional_tensors",
-           "parameter_count", "read_safetensors", "required_tensors"]
+__all__ = ["ENCODER_PREFIX", "WEIGHTS_FILE", "check_tensors", "encoder_tensors", "format_buffers",
+           "normalizer_tensors", "optional_tensors", "parameter_count", "read_safetensors", "required_tensors"]
 
 MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own ceiling
 _BOUND_BUFFER = re.compile(r"^(input|output)_adapter\.\d+\.(low|high)$")
@@ -66,9 +66,18 @@ def required_tensors(model: ModelConfig, observation: ObservationEncoder, action
     for k, out in head_sizes(model, action).items():
         shapes[f"output_head.{k}.layers.1.weight"] = (out, d)
         shapes[f"output_head.{k}.layers.1.bias"] = (out,)
+    shapes.update({ENCODER_PREFIX + name: shape for name, shape in observation.tensors().items()})
     if embedded_normalizer and observation.normalized:
         shapes.update(normalizer_tensors(observation.size))
     return shapes
+
+
+ENCODER_PREFIX = "state_encoder."  # an observation encoder's own weights (``ObservationEncoder.tensors``)
+
+
+def encoder_tensors(tensors: dict[str, np.ndarray], observation: ObservationEncoder) -> dict[str, np.ndarray]:
+    """The observation encoder's weights among a bundle's ``tensors``, by the encoder's names."""
+    return {name: tensors[ENCODER_PREFIX + name] for name in observation.tensors()}
 
 
 VALUE_HEAD, TERMINATION_HEAD = 2, 3

@@ -60,3 +60,24 @@ class TorchOps:
     @staticmethod
     def flatten_last2(a):
         return a.flatten(-2)
+
+    def _index(self, index) -> torch.Tensor:
+        return torch.as_tensor(index, device=self.device) if isinstance(index, np.ndarray) else index.long()
+
+    def take(self, table, index):
+        return F.embedding(self._index(index), table)
+
+    def gather_last(self, a, index):
+        return a[..., self._index(index)]
+
+    @staticmethod
+    def merge_last2(a):
+        return a.flatten(-2)
+
+    @staticmethod
+    def relu(a):
+        return torch.relu(a)
+
+    @staticmethod
+    def mean_tokens(a):
+        return a.mean(-2)

@@ -33,7 +33,7 @@ import onnx
 from gptrl.bundle import Bundle
 from gptrl.bundle.policy_graph import VARIANT_OPSETS, io_spec
 from gptrl.bundle.schema import GPT2_NORM_EPS, LLAMA_NORM_EPS
-from gptrl.bundle.weights import TERMINATION_HEAD, VALUE_HEAD, head_sizes
+from gptrl.bundle.weights import TERMINATION_HEAD, VALUE_HEAD, encoder_tensors, head_sizes
 from gptrl.graph.builder import GraphBuilder
 from gptrl.graph.ops import GraphOps
 
@@ -81,13 +81,19 @@ def _token(s: _Step, states: str) -> str:
     return g.op("Unsqueeze", g.op("Concat", states, feedback, bos, axis=1), g.const([1], np.int64))
 
 
+def _encoder_params(s: _Step) -> dict[str, str] | None:
+    """The observation encoder's own weights as initializers (``input.state_encoder.<name>``), None without any."""
+    found = encoder_tensors(s.t, s.bundle.config.observation)
+    return {name: s.g.weight(f"state_encoder.{name}", array) for name, array in found.items()} if found else None
+
+
 def token_input(s: _Step) -> str:
     """The token's features -> input_proj -> h [B, 1, d]; the normaliser as graph ops."""
     g, encoder, norm = s.g, s.bundle.config.observation, s.bundle.normalizer
     with g.scope("input"):
         mean, std = (g.weight("state_mean", norm.mean), g.weight("state_std", norm.std)) if norm.enabled else (None,
                                                                                                               None)
-        token = _token(s, encoder.features(s.ops, s.state, mean, std))
+        token = _token(s, encoder.features(s.ops, s.state, mean, std, params=_encoder_params(s)))
     return g.linear(token, s.t["input_proj.layers.0.weight"].T, s.t["input_proj.layers.0.bias"], "input_proj")
 
 
@@ -100,7 +106,7 @@ def token_input_folded(s: _Step) -> str:
     if norm.enabled:
         w, b = encoder.fold(w, b, norm.mean, norm.std)
     with g.scope("input"):
-        token = _token(s, encoder.features(s.ops, s.state))
+        token = _token(s, encoder.features(s.ops, s.state, params=_encoder_params(s)))
     return g.linear(token, w.astype(np.float32), b.astype(np.float32), "input_proj")
 
 

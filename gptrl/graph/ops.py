@@ -93,3 +93,22 @@ class GraphOps:
 
     def flatten_last2(self, a):
         return self._op("Reshape", a, self.g.const([0, -1], np.int64))  # [B, m, n] -> [B, m * n]
+
+    def _index(self, index) -> str:
+        return self.g.const(index, np.int64) if isinstance(index, np.ndarray) else index
+
+    def take(self, table, index):
+        return self._op("Gather", table, self._index(index), axis=0)
+
+    def gather_last(self, a, index):
+        return self._op("Gather", a, self._index(index), axis=-1)
+
+    def merge_last2(self, a):
+        lead = self._op("Slice", self._op("Shape", a), self.g.const([0], np.int64), self.g.const([-2], np.int64))
+        return self._op("Reshape", a, self._op("Concat", lead, self.g.const([-1], np.int64), axis=0))
+
+    def relu(self, a):
+        return self._op("Relu", a)
+
+    def mean_tokens(self, a):
+        return self._op("ReduceMean", a, self.g.const([-2], np.int64), keepdims=0)

@@ -13,6 +13,7 @@ from gptrl.bundle.codecs.base import ActionCodec, ObservationEncoder
 from gptrl.bundle.codecs.discrete import Discrete
 from gptrl.bundle.codecs.float_vector import FloatVector
 from gptrl.bundle.codecs.gaussian_box import GaussianBox
+from gptrl.bundle.codecs.grid import Grid
 from gptrl.bundle.codecs.ops import NUMPY, NumpyOps, Ops
 from gptrl.bundle.codecs.tanh_box import TanhBox
 from gptrl.bundle.codecs.tokens import Tokens
@@ -28,6 +29,7 @@ ACTION_CODECS: tuple[type[ActionCodec], ...] = (
 OBSERVATION_ENCODERS: tuple[type[ObservationEncoder], ...] = (
     FloatVector,  # {type: continuous}: float vectors with the normaliser
     Tokens,  # {type: tokens, size, vocab_size}
+    Grid,  # {type: grid, rows, cols, vocab_size, embed_dim, patch, features}: a frame of token ids -> one token
 )
 
 # The capabilities gptrl provides: those its extension types name (a config lists them in `requires_capabilities`).
@@ -61,7 +63,8 @@ def action_for_space(space, kind: str | None = None) -> ActionCodec:
 
 
 def observation_for_space(space) -> ObservationEncoder:
-    """The encoder for a gymnasium observation space (a float Box; Discrete or MultiDiscrete as tokens)."""
+    """The encoder for a gymnasium observation space (a float Box; Discrete or MultiDiscrete as tokens; a 2-D
+    integer Box as a grid of token ids)."""
     return _for_space(OBSERVATION_ENCODERS, space, None, "observation")
 
 
@@ -76,5 +79,5 @@ def parse_observation(readers: list[JsonReader]) -> ObservationEncoder:
 
 
 __all__ = ["ACTION_CODECS", "CAPABILITIES", "NUMPY", "OBSERVATION_ENCODERS", "ActionCodec", "Discrete", "FloatVector",
-           "GaussianBox", "NumpyOps", "ObservationEncoder", "Ops", "TanhBox", "Tokens", "action_for_space",
+           "GaussianBox", "Grid", "NumpyOps", "ObservationEncoder", "Ops", "TanhBox", "Tokens", "action_for_space",
            "observation_for_space", "parse_action", "parse_observation"]

@@ -243,9 +243,16 @@ class ObservationEncoder(SpecType):
         """Features of the state slot in a token."""
         raise NotImplementedError
 
-    def features(self, ops: Ops, obs: Array, mean: Array | None = None, std: Array | None = None) -> Array:
-        """Observations [..., size] -> the token's state features [..., width] (``mean``/``std``: the normaliser)."""
+    def features(self, ops: Ops, obs: Array, mean: Array | None = None, std: Array | None = None,
+                 params: dict[str, Array] | None = None) -> Array:
+        """Observations [..., size] -> the token's state features [..., width] (``mean``/``std``: the normaliser;
+        ``params``: the encoder's own weights by the names of ``tensors``, in the backend's arrays)."""
         raise NotImplementedError
+
+    def tensors(self) -> dict[str, tuple[int, ...]]:
+        """The encoder's own learned weights: name -> shape. They are stored as ``state_encoder.<name>`` in
+        model.safetensors; most types have none."""
+        return {}
 
     def fold(self, weight: np.ndarray, bias: np.ndarray, mean: np.ndarray,
              std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -58,7 +58,8 @@ class FloatVector(ObservationEncoder):
     def width(self) -> int:
         return self.size
 
-    def features(self, ops: Ops, obs: Array, mean: Array | None = None, std: Array | None = None) -> Array:
+    def features(self, ops: Ops, obs: Array, mean: Array | None = None, std: Array | None = None,
+                 params: dict[str, Array] | None = None) -> Array:
         return obs if mean is None else ops.div(ops.sub(obs, mean), std)
 
     def fold(self, weight: np.ndarray, bias: np.ndarray, mean: np.ndarray,

@@ -50,6 +50,21 @@ class Ops(Protocol):
     def flatten_last2(self, a: Array) -> Array:
         """[..., m, n] -> [..., m * n]."""
 
+    # The grid observation's encoder (``codecs/grid.py``): an embedding lookup and a pooled patch projection.
+    def take(self, table: Array, index: Array) -> Array:
+        """table[index]: rows of a [n, k] table (a weight) by int64 indices [...] (an array, or a numpy constant)
+        -> [..., k] (ONNX: Gather on axis 0)."""
+
+    def gather_last(self, a: Array, index: np.ndarray) -> Array:
+        """a[..., index] for a constant int64 numpy index of any shape (ONNX: Gather on the last axis)."""
+
+    def merge_last2(self, a: Array) -> Array:
+        """[..., m, n] -> [..., m * n] for inputs of any rank."""
+
+    def relu(self, a: Array) -> Array: ...
+    def mean_tokens(self, a: Array) -> Array:
+        """Mean over the second-to-last axis (dropped): [..., n, k] -> [..., k]."""
+
 
 class NumpyOps:
     """The codecs on numpy float32 arrays (the torch-free runtime, tests)."""
@@ -91,6 +106,21 @@ class NumpyOps:
 
     def flatten_last2(self, a):
         return a.reshape(*a.shape[:-2], -1)
+
+    def take(self, table, index):
+        return np.asarray(table)[np.asarray(index)]
+
+    def gather_last(self, a, index):
+        return np.asarray(a)[..., index]
+
+    def merge_last2(self, a):
+        return a.reshape(*a.shape[:-2], -1)
+
+    def relu(self, a):
+        return np.maximum(a, np.float32(0))
+
+    def mean_tokens(self, a):
+        return np.mean(a, axis=-2, dtype=np.float32)
 
 
 NUMPY = NumpyOps()

@@ -74,7 +74,8 @@ class Tokens(ObservationEncoder):
     def width(self) -> int:
         return self.count * self.vocab_size
 
-    def features(self, ops: Ops, obs: Array, mean: Array | None = None, std: Array | None = None) -> Array:
+    def features(self, ops: Ops, obs: Array, mean: Array | None = None, std: Array | None = None,
+                 params: dict[str, Array] | None = None) -> Array:
         return ops.flatten_last2(ops.one_hot(obs, self.vocab_size))
 
     def check(self, value: Any, num_envs: int, what: str = "observation") -> tuple[np.ndarray, bool]:

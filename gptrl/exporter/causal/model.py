@@ -215,6 +215,10 @@ class PolicyModel(nn.Module):
         self.input_proj = Projection(self.encoder.width + self.codec.width + 1, cfg.d_model)
         self.backbone = Backbone(cfg)
         self.output_head = Heads({str(k): Head(cfg.d_model, n) for k, n in head_sizes(cfg, self.codec).items()})
+        if self.encoder.tensors():  # the observation encoder's own weights (a grid's embedding and patch encoder)
+            self.state_encoder = nn.Module()
+            for name, shape in self.encoder.tensors().items():
+                self.state_encoder.register_parameter(name, nn.Parameter(torch.zeros(shape)))
         if self.encoder.normalized:
             s = config.state_dim
             self.register_buffer("state_normalization_enabled", torch.zeros(1))
@@ -238,7 +242,8 @@ class PolicyModel(nn.Module):
     def normalize_states(self, states: Tensor) -> Tensor:
         """Raw observations [..., S] -> the token's state features (the encoder's, with the normaliser if on)."""
         if not self.encoder.normalized:
-            return self.encoder.features(self.ops, states)
+            params = dict(self.state_encoder.named_parameters()) if hasattr(self, "state_encoder") else None
+            return self.encoder.features(self.ops, states, params=params)
         on = self.state_normalization_enabled >= 0.5  # off: mean 0 and std 1 leave the states exactly as they are
         mean = torch.where(on, self.state_normalization_mean, torch.zeros_like(self.state_normalization_mean))
         std = torch.where(on, self.state_normalization_std, torch.ones_like(self.state_normalization_std))

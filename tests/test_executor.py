@@ -269,3 +269,49 @@ print("RESULT " + json.dumps({{"here": here, "there": there}}))
     assert there["ray"]["address"] == "local" and there["ray"]["workers"] == 2 and there["ray"]["restarts"] == 0
     assert there["ray"]["start_seconds"] > 0
     assert out["left"] == ""  # the local cluster was shut down after the command
+
+
+RAY_DATA = """
+import json
+import numpy as np
+from gptrl.executor import RayExecutor
+from gptrl.training.dagger import rollout
+from gptrl.training.datasets import collect_episode_buffers
+from gptrl.training.teacher_actor import load_teacher_actor
+
+expert = load_teacher_actor(TEACHERS / "expert.safetensors")
+medium = load_teacher_actor(TEACHERS / "medium.safetensors")
+
+def same(a, b):
+    fields = ("id", "seed", "observations", "actions", "rewards", "terminations", "truncations")
+    return len(a) == len(b) and all(
+        all(np.array_equal(getattr(x, f), getattr(y, f)) for f in fields)
+        and np.array_equal(x.infos["expert_action"], y.infos["expert_action"]) for x, y in zip(a, b))
+
+out = {}
+here = collect_episode_buffers("Hopper-v5", medium, expert, 3, seed=11, noise_std=0.1, progress=False)
+d_here, s_here = rollout("Hopper-v5", BUNDLE, expert, episodes=3, beta=0.5, seed=21, progress=False)
+with RayExecutor(num_workers=2) as ex:
+    there = collect_episode_buffers("Hopper-v5", medium, expert, 3, seed=11, noise_std=0.1, progress=False,
+                                    executor=ex)
+    d_there, s_there = rollout("Hopper-v5", BUNDLE, expert, episodes=3, beta=0.5, seed=21, progress=False,
+                               executor=ex)
+    out["workers"] = ex.workers_used
+out["datasets_same"] = same(here, there)
+out["dagger_same"] = same(d_here, d_there) and s_here == s_there
+out["ids"] = [b.id for b in there]
+out["steps"] = [len(b.actions) for b in here]
+out["dagger_stats"] = s_here
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_dataset_collection_and_dagger_rollouts_on_ray_are_those_of_this_process():
+    out = run_in_namespace(f"BUNDLE = __import__('pathlib').Path({str(HOPPER)!r})\n"
+                           f"TEACHERS = __import__('pathlib').Path({str(ROOT / 'teachers' / 'hopper')!r})\n"
+                           + RAY_DATA, timeout=400)
+    assert out["datasets_same"] and out["ids"] == [0, 1, 2] and min(out["steps"]) > 10
+    assert out["dagger_same"] and out["workers"] == 2
+    assert 0.3 < out["dagger_stats"]["expert_step_fraction"] < 0.7  # beta 0.5: both acted
+    assert out["dagger_stats"]["expert_draws"] == "per episode and step"
+    assert out["left"] == ""

@@ -4,9 +4,12 @@ Behaviour cloning only ever sees the teacher's states; where the student drifts 
 to fall) it has no data, so it falls. Each round here:
 
 1. rolls the current student out on the ONNX runtime exactly as it is evaluated (one token per step through its
-   KV cache, waves of envs that start at an empty cache, per-row positions). At each step the expert acts
-   instead with probability beta (the ``imitation`` library's linear schedule; the recipe's datasets are round
-   0, beta 1); the cache then records the action really taken (``Policy.observe``);
+   KV cache, each episode from an empty cache). At each step the expert acts instead with probability beta (the
+   ``imitation`` library's linear schedule; the recipe's datasets are round 0, beta 1), drawn from the episode's
+   own generator, so an episode is the same in this process or in a Ray worker (``--ray``, ``gptrl.executor``);
+   the cache then records the action really taken (``Policy.observe``). (Rounds collected before the draws were
+   per episode shared one draw per step across a wave of 25 envs; their ``rollout.json`` lacks
+   ``expert_draws``.)
 2. labels every visited state with the expert's deterministic action and stores the round's episodes as a Minari
    dataset, ``gptrl/<slug>/dagger-r<k>-v0``;
 3. trains the student further on the recipe's datasets plus every round's (the shared loop of
@@ -32,7 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from gptrl.fileio import atomic_dir, read_json, sha256_file, write_json
-from gptrl.training.datasets import load_episodes, refuse_existing, store_dataset, use_datasets_path
+from gptrl.training.datasets import (
+    expert_labels,
+    load_episodes,
+    refuse_existing,
+    store_dataset,
+    use_datasets_path,
+)
 from gptrl.training.recipes import Recipe, get_recipe
 from gptrl.training.teacher_actor import TeacherActor, load_teacher_actor
 from gptrl.training.train import TrainConfig, falls, publish, train
@@ -44,7 +53,8 @@ class Args:
     episodes: int = field(default=50, metadata={"help": "student episodes rolled out and labelled per round"})
     rampdown_rounds: int = field(default=2, metadata={
         "help": "beta, the chance that the expert acts at a step, is max(0, 1 - round / rampdown_rounds)"})
-    num_envs: int = field(default=25, metadata={"help": "envs stepped together in rollouts and selection"})
+    num_envs: int = field(default=25, metadata={"help": "envs stepped together in selection and confirmation "
+                                                         "(rollouts play one episode per worker at a time)"})
     rollout_seed: int = field(default=500_000, metadata={
         "help": "round k's episode i resets with seed rollout_seed + 1000 k + i (disjoint from every eval seed)"})
     steps: int = field(default=4000, metadata={"help": "training steps per round (continuing the student)"})
@@ -69,68 +79,87 @@ def beta_at(round_: int, rampdown_rounds: int) -> float:
     return min(1.0, max(0.0, 1.0 - round_ / rampdown_rounds)) if rampdown_rounds > 0 else 0.0
 
 
+COIN_SALT = 0xDA66E2  # mixed into each episode's generator of expert-or-student draws
+
+
+class DaggerRolloutJob:
+    """One DAgger rollout episode as an executor job (``gptrl.executor``): ``setup`` loads the student on the ONNX
+    runtime (from its ``PolicySource``: no torch, no bundle folder needed in the worker) and makes one env; ``run``
+    plays episode ``i`` (reset seed ``seed + i``), the expert acting at a step with probability ``beta`` drawn from
+    the episode's own generator ``default_rng([seed, i, COIN_SALT])``, the student's cache recording the action
+    taken (``Policy.observe``), and labels every observation with the expert's action. An episode is therefore
+    the same whichever worker plays it, and in whatever order."""
+
+    def __init__(self, env_id: str, student, expert: TeacherActor, *, beta: float, seed: int):
+        self.env_id, self.student, self.expert, self.beta, self.seed = env_id, student, expert, beta, seed
+
+    def describe(self) -> dict:
+        return {"job": "dagger-rollout", "env_id": self.env_id, "student": self.student.describe(),
+                "expert": self.expert.info, "beta": self.beta, "seed": self.seed}
+
+    def setup(self):
+        from gptrl.evaluation import make_env
+
+        return make_env(self.env_id), self.student.load()
+
+    def run(self, state, i: int) -> dict:
+        env, policy = state
+        coins = np.random.default_rng([self.seed, i, COIN_SALT])
+        obs, _ = env.reset(seed=self.seed + i)
+        policy.reset(obs)
+        observations, actions, rewards, terms, truncs, expert_steps = [obs], [], [], [], [], 0
+        done = False
+        while not done:
+            if coins.random() < self.beta:
+                action = self.expert.act(obs)
+                policy.observe(obs, action)
+                expert_steps += 1
+            else:
+                action = policy.act(obs)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(float(reward))
+            terms.append(bool(terminated))
+            truncs.append(bool(truncated))
+            done = terminated or truncated
+        observations = np.asarray(observations, dtype=np.float64)
+        return {"id": i, "seed": self.seed + i, "observations": observations,
+                "actions": np.asarray(actions, dtype=np.float32), "rewards": rewards, "terminations": terms,
+                "truncations": truncs, "infos": {"expert_action": expert_labels(self.expert, observations)},
+                "expert_steps": expert_steps}
+
+    def close(self, state) -> None:
+        state[0].close()
+
+
 def rollout(env_id: str, student: Path, expert: TeacherActor, *, episodes: int, beta: float, seed: int,
-            num_envs: int, progress: bool = True) -> tuple[list, dict]:
+            progress: bool = True, executor=None) -> tuple[list, dict]:
     """Seeded episodes of the student (the expert acting at a step with probability ``beta``), every observation
-    labelled with the expert's action; Minari ``EpisodeBuffer``s and their statistics."""
+    labelled with the expert's action; Minari ``EpisodeBuffer``s (in episode order) and their statistics.
+
+    ``executor`` (``gptrl.executor``; default: this process, one episode after another) plays them: a
+    ``RayExecutor`` gives the same buffers."""
     from minari.data_collector import EpisodeBuffer
     from tqdm import tqdm
 
-    from gptrl.evaluation import make_env
+    from gptrl.executor import LocalExecutor
     from gptrl.runtime import load_policy
 
-    n = min(num_envs, episodes)
-    envs = make_env(env_id, n)
-    policy = load_policy(student, num_envs=n, positions="per_row")
-    rng = np.random.default_rng([seed, 0xDA66E2])
-    buffers, returns, fell, expert_steps, steps = [], [], 0, 0, 0
+    job = DaggerRolloutJob(env_id, load_policy(student).source, expert, beta=beta, seed=seed)
     bar = tqdm(total=episodes, desc=f"dagger rollout {env_id}", unit="ep", disable=not progress)
     try:
-        for first in range(0, episodes, n):
-            wave = list(range(first, min(first + n, episodes)))
-            episode = np.full(n, -1)  # each row's episode index; -1: an unrecorded filler after its episode ended
-            episode[:len(wave)] = wave
-            obs, _ = envs.reset(seed=[seed + i for i in wave] + [None] * (n - len(wave)))
-            policy.reset(obs)
-            rows = [{"obs": [o], "actions": [], "rewards": [], "term": [], "trunc": []} for o in obs]
-            while (episode >= 0).any():
-                if rng.random() < beta:
-                    action = expert.act(obs)
-                    policy.observe(obs, action)
-                    expert_steps += int((episode >= 0).sum())
-                else:
-                    action = policy.act(obs)
-                obs, reward, terminated, truncated, _ = envs.step(action)
-                for r in np.flatnonzero(episode >= 0):
-                    step = {"obs": obs[r], "actions": action[r], "rewards": float(reward[r]),
-                            "term": bool(terminated[r]), "trunc": bool(truncated[r])}
-                    for key, value in step.items():
-                        rows[r][key].append(value)
-                done = terminated | truncated
-                for r in np.flatnonzero(done & (episode >= 0)):
-                    row, i = rows[r], int(episode[r])
-                    observations = np.asarray(row["obs"], dtype=np.float64)
-                    buffers.append(EpisodeBuffer(
-                        id=i, seed=seed + i, observations=observations,
-                        actions=np.asarray(row["actions"], dtype=np.float32), rewards=row["rewards"],
-                        terminations=row["term"], truncations=row["trunc"],
-                        infos={"expert_action": expert.act(observations.astype(np.float32))}))
-                    returns.append(float(np.sum(row["rewards"])))
-                    fell += int(row["term"][-1])
-                    steps += len(row["actions"])
-                    episode[r] = -1
-                    bar.update(1)
-                if done.any() and (episode >= 0).any():
-                    obs, _ = envs.reset(options={"reset_mask": done})
-                    policy.reset_rows(done)
+        played = (executor or LocalExecutor()).map(job, range(episodes), on_result=lambda i, r: bar.update(1))
     finally:
         bar.close()
-        envs.close()
-    buffers.sort(key=lambda b: b.id)
+    expert_steps = sum(e.pop("expert_steps") for e in played)
+    buffers = [EpisodeBuffer(**e) for e in played]
+    steps = sum(len(b.actions) for b in buffers)
+    returns = [float(np.sum(b.rewards)) for b in buffers]
     stats = {"episodes": episodes, "steps": steps, "return_mean": round(float(np.mean(returns)), 2),
-             "return_std": round(float(np.std(returns)), 2), "falls": fell,
+             "return_std": round(float(np.std(returns)), 2), "falls": sum(int(b.terminations[-1]) for b in buffers),
              "expert_step_fraction": round(expert_steps / max(1, steps), 4), "beta": beta,
-             "seeds": [seed, seed + episodes - 1]}
+             "seeds": [seed, seed + episodes - 1], "expert_draws": "per episode and step"}
     return buffers, stats
 
 
@@ -165,7 +194,7 @@ def dataset_id(recipe: Recipe, round_: int) -> str:
 
 
 def collect_round(recipe: Recipe, round_: int, student: Path, expert: TeacherActor, args: Args, folder: Path,
-                  progress: bool) -> dict:
+                  progress: bool, executor=None) -> dict:
     """Round ``round_``'s rollouts as a Minari dataset; ``folder/rollout.json`` marks the stage done."""
     from gptrl.evaluation import REFERENCE_RETURNS
 
@@ -176,7 +205,7 @@ def collect_round(recipe: Recipe, round_: int, student: Path, expert: TeacherAct
     seed = args.rollout_seed + 1000 * round_
     refuse_existing(dataset_id(recipe, round_), overwrite=True)  # a dataset without its marker is a crashed round
     buffers, stats = rollout(recipe.env_id, student, expert, episodes=args.episodes, beta=beta, seed=seed,
-                             num_envs=args.num_envs, progress=progress)
+                             progress=progress, executor=executor)
     low, high = REFERENCE_RETURNS.get(recipe.env_id, (0.0, 1.0))
     store_dataset(
         dataset_id(recipe, round_), recipe.env_id, buffers,
@@ -204,8 +233,9 @@ def best_round(rounds: list[dict]) -> dict:
     return max(rounds, key=lambda r: (r[key]["return_mean"], -r[key]["falls"], -r["round"]))
 
 
-def run(recipe: Recipe, args: Args, *, init: Path, out: Path, progress: bool = True) -> dict:
-    """Run (or resume) the DAgger rounds from the student bundle ``init``; returns the summary (``dagger.json``)."""
+def run(recipe: Recipe, args: Args, *, init: Path, out: Path, progress: bool = True, executor=None) -> dict:
+    """Run (or resume) the DAgger rounds from the student bundle ``init``; returns the summary (``dagger.json``).
+    ``executor`` (``gptrl.executor``) plays each round's rollouts (default: this process; the same episodes)."""
     expert = load_teacher_actor(recipe.teacher_dir / "expert.safetensors")
     summary_path = out / "dagger.json"
     wanted = {k: v for k, v in asdict(args).items() if k not in RESUMABLE}
@@ -227,7 +257,7 @@ def run(recipe: Recipe, args: Args, *, init: Path, out: Path, progress: bool = T
     base = load_episodes(list(recipe.dataset_ids))
     for k in range(len(summary["rounds"]), args.rounds + 1):
         folder = out / f"round-{k}"
-        rollout_stats = collect_round(recipe, k, student, expert, args, folder, progress)
+        rollout_stats = collect_round(recipe, k, student, expert, args, folder, progress, executor)
         ids = [dataset_id(recipe, j) for j in range(1, k + 1)]
         episodes = base + load_episodes(ids)
         cfg = round_config(recipe, k, args)
@@ -375,6 +405,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run folder (default runs/dagger/ENV)")
     p.add_argument("--datasets-path", type=Path, help="Minari datasets folder (default data/minari)")
     p.add_argument("--publish", action="store_true", help="copy the best round's student into the recipe's bundle")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="play each round's rollouts in Ray actors: no ADDRESS starts a local Ray instance, 'auto' or "
+                        "HOST:PORT joins a cluster (the same episodes; training stays here)")
+    p.add_argument("--workers", type=int, default=None, help="with --ray: how many actors (default: one per CPU)")
     for f in fields(Args):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
                        help=f"{f.metadata['help']} (default {f.default})")
@@ -390,7 +424,14 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     use_datasets_path(a.datasets_path)
     out = a.out or Path("runs/dagger") / a.env_id
-    summary = run(recipe, args, init=(a.init or recipe.bundle_dir).resolve(), out=out)
+    from gptrl.executor import executor_for
+
+    executor = executor_for(a.ray, num_workers=a.workers)
+    try:
+        summary = run(recipe, args, init=(a.init or recipe.bundle_dir).resolve(), out=out, executor=executor)
+    finally:
+        if hasattr(executor, "shutdown"):
+            executor.shutdown()
     best = best_round(summary["rounds"])
     print(f"best: round {best['round']}: {json.dumps(best['selection'])}")
     if a.publish:

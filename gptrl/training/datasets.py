@@ -8,8 +8,10 @@ expert's deterministic action at ``observations[t]``. Behaviour cloning can then
 on states a weaker behaviour visited. Collection uses numpy only; the episodes go to Minari through
 ``minari.create_dataset_from_buffers``, so the files are ordinary Minari datasets (``minari.load_dataset``).
 
-Every episode ``i`` is seeded (env reset ``seed + i``, action noise ``default_rng([seed, i])``): the same actors
-and seeds rebuild the same dataset.
+Every episode ``i`` is seeded (env reset ``seed + i``, action noise ``default_rng([seed, i])``) and labelled one row
+at a time (``expert_labels``): the same actors and seeds rebuild the same dataset, in this process or spread over
+Ray actors (``--ray``, ``gptrl.executor``). Datasets built before the labels were computed row by row hold labels
+up to about 2e-6 away from these (a batched product's rounding depends on BLAS's thread count).
 """
 
 from __future__ import annotations
@@ -43,26 +45,39 @@ def behaviour_action(actor: TeacherActor, obs: np.ndarray, rng: np.random.Genera
     return np.clip(noisy, actor.action_low, actor.action_high).astype(np.float32)
 
 
-def collect_episode_buffers(env_id: str, behaviour: TeacherActor, expert: TeacherActor, num_episodes: int,
-                            seed: int, noise_std: float | None = None, progress: bool = True) -> list:
-    """Roll the behaviour actor for ``num_episodes`` seeded episodes; returns Minari ``EpisodeBuffer``s."""
-    import gymnasium as gym
-    from minari.data_collector import EpisodeBuffer
+def expert_labels(expert: TeacherActor, observations: np.ndarray) -> np.ndarray:
+    """The expert's deterministic action at each observation, computed one row at a time: a batched matrix product
+    rounds differently with the number of BLAS threads (OpenBLAS, 1 thread as in a Ray worker against 2 here:
+    labels 1.8e-6 apart), one row does not, so an episode's labels are the same in any worker."""
+    obs = np.asarray(observations, dtype=np.float32)
+    return np.stack([expert.act(row) for row in obs]).astype(np.float32)
 
-    env = gym.make(env_id)
-    buffers = []
-    episodes = range(num_episodes)
-    if progress:
-        from tqdm import tqdm
 
-        episodes = tqdm(episodes, desc=f"collect {env_id}", unit="ep")
-    for i in episodes:
-        rng = np.random.default_rng([seed, i])
-        obs, _ = env.reset(seed=seed + i)
+class CollectJob:
+    """Dataset collection as an executor job (``gptrl.executor``): ``setup`` makes the env, ``run`` plays episode
+    ``i`` (reset seed ``seed + i``, noise from ``default_rng([seed, i])``) and labels it with the expert, so every
+    episode is the same whichever worker plays it. The actors travel with the job (numpy arrays; no torch)."""
+
+    def __init__(self, env_id: str, behaviour: TeacherActor, expert: TeacherActor, seed: int,
+                 noise_std: float | None = None):
+        self.env_id, self.behaviour, self.expert, self.seed, self.noise_std = env_id, behaviour, expert, seed, noise_std
+
+    def describe(self) -> dict:
+        return {"job": "collect", "env_id": self.env_id, "seed": self.seed, "noise_std": self.noise_std,
+                "behaviour": self.behaviour.info, "expert": self.expert.info}
+
+    def setup(self):
+        import gymnasium as gym
+
+        return gym.make(self.env_id)
+
+    def run(self, env, i: int) -> dict:
+        rng = np.random.default_rng([self.seed, i])
+        obs, _ = env.reset(seed=self.seed + i)
         observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
         done = False
         while not done:
-            action = behaviour_action(behaviour, obs, rng, noise_std)
+            action = behaviour_action(self.behaviour, obs, rng, self.noise_std)
             obs, reward, terminated, truncated, _ = env.step(action)
             observations.append(obs)
             actions.append(action)
@@ -71,27 +86,52 @@ def collect_episode_buffers(env_id: str, behaviour: TeacherActor, expert: Teache
             truncations.append(bool(truncated))
             done = terminated or truncated
         observations = np.asarray(observations, dtype=np.float64)
-        buffers.append(EpisodeBuffer(
-            id=i, seed=seed + i,
-            observations=observations, actions=np.asarray(actions, dtype=np.float32),
-            rewards=rewards, terminations=terminations, truncations=truncations,
-            infos={"expert_action": expert.act(observations.astype(np.float32))},
-        ))
-    env.close()
-    return buffers
+        return {"id": i, "seed": self.seed + i, "observations": observations,
+                "actions": np.asarray(actions, dtype=np.float32), "rewards": rewards, "terminations": terminations,
+                "truncations": truncations,
+                "infos": {"expert_action": expert_labels(self.expert, observations)}}
+
+    def close(self, env) -> None:
+        env.close()
+
+
+def collect_episode_buffers(env_id: str, behaviour: TeacherActor, expert: TeacherActor, num_episodes: int,
+                            seed: int, noise_std: float | None = None, progress: bool = True,
+                            executor=None) -> list:
+    """Roll the behaviour actor for ``num_episodes`` seeded episodes; returns Minari ``EpisodeBuffer``s in episode
+    order. ``executor`` (``gptrl.executor``; default: this process) plays them: the same buffers either way."""
+    from minari.data_collector import EpisodeBuffer
+
+    from gptrl.executor import LocalExecutor
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=num_episodes, desc=f"collect {env_id}", unit="ep")
+    try:
+        episodes = (executor or LocalExecutor()).map(
+            CollectJob(env_id, behaviour, expert, seed, noise_std), range(num_episodes),
+            on_result=None if bar is None else lambda i, r: bar.update(1))
+    finally:
+        if bar is not None:
+            bar.close()
+    return [EpisodeBuffer(**episode) for episode in episodes]
 
 
 def create_dataset(dataset_id: str, env_id: str, behaviour: TeacherActor, expert: TeacherActor, *,
                    num_episodes: int, seed: int, ref_min_score: float, ref_max_score: float,
-                   description: str, noise_std: float | None = None, overwrite: bool = False, progress: bool = True):
+                   description: str, noise_std: float | None = None, overwrite: bool = False, progress: bool = True,
+                   executor=None):
     """Collect and store one Minari dataset; returns the ``MinariDataset``.
 
     ``ref_min_score`` / ``ref_max_score`` go into the metadata so ``dataset.get_normalized_score`` works.
+    ``executor`` (``gptrl.executor``, e.g. a ``RayExecutor``) plays the episodes; the dataset is the same.
     An existing dataset with this id is an error unless ``overwrite``; it is replaced only after the new
     episodes are collected, so a failed collection leaves it in place.
     """
     refuse_existing(dataset_id, overwrite)
-    buffers = collect_episode_buffers(env_id, behaviour, expert, num_episodes, seed, noise_std, progress)
+    buffers = collect_episode_buffers(env_id, behaviour, expert, num_episodes, seed, noise_std, progress, executor)
     return store_dataset(
         dataset_id, env_id, buffers,
         algorithm_name=f"gptrl teacher ({behaviour.info.get('algo', '?')}, {behaviour.info.get('steps', '?')} steps)"
@@ -156,7 +196,7 @@ def load_episodes(dataset_ids: list[str]) -> list[Episode]:
     return episodes
 
 
-def build_datasets(env_id: str, overwrite: bool = False) -> list[str]:
+def build_datasets(env_id: str, overwrite: bool = False, executor=None) -> list[str]:
     """Collect every dataset level of ``env_id``'s recipe from its committed teacher actors."""
     from gptrl.evaluation import REFERENCE_RETURNS
     from gptrl.training.recipes import get_recipe
@@ -178,7 +218,8 @@ def build_datasets(env_id: str, overwrite: bool = False) -> list[str]:
         )
         dataset = create_dataset(recipe.dataset_id(level), env_id, behaviour, expert, num_episodes=level.episodes,
                                  seed=level.seed, ref_min_score=random_score, ref_max_score=expert_score,
-                                 description=description, noise_std=level.noise_std, overwrite=overwrite)
+                                 description=description, noise_std=level.noise_std, overwrite=overwrite,
+                                 executor=executor)
         returns = [float(np.sum(ep.rewards)) for ep in dataset.iterate_episodes()]
         print(f"{recipe.dataset_id(level)}: {dataset.total_episodes} episodes, {dataset.total_steps} steps, "
               f"return {np.mean(returns):.1f} +- {np.std(returns):.1f}", flush=True)
@@ -191,9 +232,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("env_id")
     p.add_argument("--datasets-path", type=Path, help="Minari datasets folder (default data/minari)")
     p.add_argument("--overwrite", action="store_true", help="rebuild datasets that already exist")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="play the episodes in Ray actors: no ADDRESS starts a local Ray instance, 'auto' or HOST:PORT "
+                        "joins a cluster (the datasets are the same)")
+    p.add_argument("--workers", type=int, default=None, help="with --ray: how many actors (default: one per CPU)")
     a = p.parse_args(argv)
     print(f"datasets in {use_datasets_path(a.datasets_path)}")
-    build_datasets(a.env_id, a.overwrite)
+    from gptrl.executor import executor_for
+
+    executor = executor_for(a.ray, num_workers=a.workers)
+    try:
+        build_datasets(a.env_id, a.overwrite, executor)
+    finally:
+        if hasattr(executor, "shutdown"):
+            executor.shutdown()
 
 
 if __name__ == "__main__":

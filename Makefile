@@ -130,8 +130,14 @@ examples/node/node_modules: examples/node/package.json examples/node/package-loc
 	cd examples/node && npm ci --no-audit --no-fund
 	touch $@
 
-# Where npm is missing the Node.js driver is not installed and tests/test_docs_drivers.py skips it, saying why.
-NODE_DRIVER := $(if $(shell command -v npm),examples/node/node_modules)
+# What `gptrl web` copies into a page (onnxruntime-web, MuJoCo's wasm build, three.js) and playwright-core for its
+# browser test, pinned by web/package-lock.json.
+web/node_modules: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+# Where npm is missing neither is installed and tests/test_docs_drivers.py and tests/test_web.py skip them, saying why.
+NODE_DRIVER := $(if $(shell command -v npm),examples/node/node_modules web/node_modules)
 
 test: install $(NODE_DRIVER)
 	$(PY) -m pytest -q

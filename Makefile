@@ -9,7 +9,7 @@ GPTRL_EDITABLE := $(PIP) install --no-deps --no-build-isolation --editable .
 
 DEMO_BUNDLE ?= bundles/hopper-v5
 
-.PHONY: install install-runtime lock test lint demo verify-cards export bench bench-edge soak teacher data train dagger card dt-train dt-card ppo ppo-card baseline bench-ppo clean
+.PHONY: install install-runtime lock test lint demo verify-cards export bench bench-edge soak teacher data train dagger card dt-train dt-card ppo ppo-card baseline bench-ppo bench-ray clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -118,6 +118,11 @@ baseline: install
 # PPO steps/s end to end on CartPole-v1 (8 envs x 128): gptrl's transformer PPO against SB3 PPO, and where the time goes
 bench-ppo: install
 	$(PY) benchmarks/ppo_throughput.py
+
+# Evaluation here against a local Ray instance with 1 and 2 workers, and Ray's start-up cost (docs/cluster.md).
+# Ray binds to the machine's external interface, so it runs in a network namespace with only loopback (root).
+bench-ray: install
+	unshare -n -p -f --mount-proc --kill-child sh -c 'ip link set lo up && $(PY) benchmarks/ray_scaling.py'
 
 # Re-run every model card's closed-loop measurements with the card's own commands (torch-free) and report per seed
 # what differs, saying first whether this machine matches each card's provenance (exit 1 only for a regression:

@@ -22,7 +22,8 @@ def test_every_carded_bundle_has_a_trajectory_of_its_shipped_weights():
         traj = load(name)
         assert traj.meta["weights_sha256"] == sha256_file(ROOT / name / "model.safetensors"), \
             f"{name}: weights changed since its trajectory was recorded; run tests/record_trajectories.py {name}"
-        assert traj.obs.shape[0] == 2 and traj.lengths.min() >= 100, (name, traj.lengths)  # past context and window
+        # past twice the longest context a shipped policy has (kv 16, a DT window of 20): the cache's ring wraps
+        assert traj.obs.shape[0] == 2 and traj.lengths.min() >= 50, (name, traj.lengths)
 
 
 @pytest.mark.parametrize("name", CARDED)

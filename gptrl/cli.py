@@ -248,6 +248,32 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_web(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gptrl.web import SITE_FILE, build_site, serve
+
+    path = Path(args.path)
+    if args.output is None:
+        if not (path / SITE_FILE).is_file():
+            raise ValueError(f"{path}: give -o DIR to write a bundle's page (or a folder `gptrl web` wrote, with "
+                             "--serve)")
+        if not args.serve:
+            raise ValueError(f"{path}: already a page; add --serve to serve it")
+        site = path
+    else:
+        info = build_site(path, args.output, overwrite=args.overwrite, node_modules=args.node_modules)
+        site = Path(args.output)
+        print(f"wrote {site}/ ({info['env_id']}: {info['policy']}, kv {info['kv']}, within "
+              f"{info['action_error']:.1e} of {path / 'policy.onnx'}'s actions; npm "
+              + ", ".join(f"{k} {v}" for k, v in info["npm"].items()) + ")")
+        if not args.serve:
+            print(f"open it with: gptrl web {site} --serve")
+    if args.serve:
+        serve(site, args.port)
+    return 0
+
+
 def _cmd_dt_import(args: argparse.Namespace) -> int:
     from gptrl.exporter.dt.convert import import_decision_transformer
 
@@ -339,6 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=positive_int, help="frame height, likewise (default: the env's own)")
     p.add_argument("--target-return", type=float, help="return-conditioned policies: the target")
     p.set_defaults(func=_cmd_record)
+    p = sub.add_parser("web", help="a bundle's policy as a static web page (onnxruntime-web + MuJoCo wasm), "
+                                   "and a server for it on 127.0.0.1")
+    p.add_argument("path", help="a bundle folder (with -o), or a folder `gptrl web` wrote (with --serve)")
+    p.add_argument("-o", "--output", help="the folder to write the page to")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--serve", action="store_true", help="serve the page on http://127.0.0.1:PORT/ (never another "
+                                                         "interface) until Ctrl-C")
+    p.add_argument("--port", type=int, default=8000, help="0: a free port")
+    p.add_argument("--node-modules", help="the npm folder the page's libraries are copied from (default: web/"
+                                          "node_modules of this checkout, installed by `npm ci` in web/)")
+    p.set_defaults(func=_cmd_web)
     p = sub.add_parser("dt-import", help="a Hugging Face Decision Transformer checkpoint -> a gptrl DT bundle")
     p.add_argument("src", help="checkpoint folder, or Hub repo id (owner/name)")
     p.add_argument("out", help="bundle folder to write")

@@ -37,9 +37,11 @@ ALLOWED = {
                        "gptrl.executor"},
     "gptrl.record": {"gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.runtime", "gptrl.exporter",
                      "gptrl.envs"},
+    "gptrl.web": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.synthetic", "gptrl.bundle", "gptrl.rollout",
+                  "gptrl.families", "gptrl.graph", "gptrl.runtime"},
     "gptrl.cli": {"gptrl", "gptrl.errors", "gptrl.fileio", "gptrl.bundle", "gptrl.contract", "gptrl.rollout",
                   "gptrl.families", "gptrl.runtime", "gptrl.evaluation", "gptrl.exporter", "gptrl.record",
-                  "gptrl.provenance", "gptrl.envs", "gptrl.executor"},
+                  "gptrl.provenance", "gptrl.envs", "gptrl.executor", "gptrl.web"},
 }
 # Third-party packages that only some components may import.
 RESTRICTED = {

@@ -126,7 +126,7 @@ def _tiny(kind: str, folder: Path) -> tuple[Path, object]:
     if kind == "discrete":
         config, world = make_config(observation=Tokens(1, 16), action=Discrete(4), **tiny), GymRows("FrozenLake-v1")
     elif kind == "grid":  # ASCII Breakout's small screen, 324 int64 token ids a row, rows restarting every 17 steps
-        config = make_config(observation=Grid(12, 27, 128, 4, (3, 9), 16), action=Discrete(3), **tiny)
+        config = make_config(observation=Grid(12, 27, 128, 4, feature_dim=16), action=Discrete(3), **tiny)
         world = GymRows("gptrl/AsciiBreakoutSmall-v0", max_episode_steps=17)
     else:
         action = GaussianBox.from_bounds([-1.0, -np.inf], [1.0, np.inf])

@@ -27,7 +27,7 @@ from gptrl.exporter.torch_ops import TorchOps
 from gptrl.runtime import load_policy
 
 ENV = "gptrl/AsciiBreakoutSmall-v0"  # 12 x 27 characters, Discrete(3)
-GRID = Grid(12, 27, 128, embed_dim=4, patch=(3, 9), feature_dim=16)
+GRID = Grid(12, 27, 128, embed_dim=4, feature_dim=16)  # the default design: a token per row, max-pooled
 TINY = dict(network="llama", context_length=4, d_model=16, num_layers=2, num_heads=2, intermediate_size=32)
 
 
@@ -51,23 +51,26 @@ def graphs(bundle, tmp_path_factory) -> dict[str, Path]:
 
 def test_the_env_space_reads_as_a_grid_and_the_config_round_trips(bundle):
     register()
-    assert observation_for_space(gym.make(ENV).observation_space) == Grid(12, 27, 128, 8, (3, 9), 64)
-    assert observation_for_space(gym.spaces.Box(0, 127, (24, 81), np.uint8)).patch == (3, 9)
-    assert observation_for_space(gym.spaces.Box(0, 9, (4, 5), np.int64)).patch == (1, 5)  # one token per row
+    assert observation_for_space(gym.make(ENV).observation_space) == Grid(12, 27, 128, 8, (1, 27), 64, "max")
+    assert observation_for_space(gym.spaces.Box(0, 127, (24, 81), np.uint8)).patch == (1, 81)
+    assert observation_for_space(gym.spaces.Box(0, 9, (4, 5), np.int64)) == Grid(4, 5, 10)
+    with pytest.raises(ValueError, match="no observation type describes"):  # a float image is no grid of ids
+        observation_for_space(gym.spaces.Box(0, 1, (4, 5), np.float32))
     data = json.loads((bundle / "config.json").read_text())
     assert data["state_specs"] == [{"type": "grid", "rows": 12, "cols": 27, "vocab_size": 128, "embed_dim": 4,
-                                    "patch": [3, 9], "features": 16}]
+                                    "patch": [1, 27], "features": 16, "pool": "max"}]
     assert data["requires_capabilities"] == ["gptrl.observations.grid", "gptrl.actions.discrete"]
     assert parse_config(data).observation == GRID
     shapes = {k: v.shape for k, v in load_bundle(bundle).tensors.items() if k.startswith("state_encoder.")}
     assert shapes == {"state_encoder.embedding": (128, 4), "state_encoder.patch_proj": (108, 16),
-                      "state_encoder.patch_bias": (16,), "state_encoder.row_position": (4, 16),
-                      "state_encoder.col_position": (3, 16)}
+                      "state_encoder.patch_bias": (16,), "state_encoder.row_position": (12, 16),
+                      "state_encoder.col_position": (1, 16)}
     for edit, message in (
         (lambda d: d["state_specs"][0].update(patch=[5, 9]), r"'state_specs\[0\]\.patch' must be \[patch rows"),
         (lambda d: d["state_specs"][0].update(patch=[3]), r"'state_specs\[0\]\.patch' must be"),
         (lambda d: d["state_specs"][0].pop("embed_dim"), r"missing required key 'state_specs\[0\]\.embed_dim'"),
         (lambda d: d["state_specs"][0].update(vocab_size=0), r"'state_specs\[0\]\.vocab_size' must be positive"),
+        (lambda d: d["state_specs"][0].update(pool="sum"), r"'state_specs\[0\]\.pool' must be one of \['max', 'mean'\]"),
         (lambda d: d["state_container"].update(shape=[27, 12]), r"'state_container' must be a Box of shape \[12, 27\]"),
     ):
         broken = json.loads(json.dumps(data))
@@ -76,7 +79,9 @@ def test_the_env_space_reads_as_a_grid_and_the_config_round_trips(bundle):
             parse_config(broken, "config.json")
 
 
-def test_numpy_torch_and_onnx_compute_the_same_features():
+@pytest.mark.parametrize("grid", [GRID, Grid(12, 27, 128, 4, (3, 9), 16, "mean"), Grid(12, 27, 128, 4, (3, 9), 16)],
+                         ids=["rows-max", "patches-mean", "patches-max"])
+def test_numpy_torch_and_onnx_compute_the_same_features(grid):
     """The encoder is written once (codecs/grid.py) in the codecs' ops; the three backends agree, and the pooled
     features depend on where a character is, not only on which characters the frame holds."""
     from onnx import TensorProto, helper
@@ -86,24 +91,31 @@ def test_numpy_torch_and_onnx_compute_the_same_features():
     from gptrl.graph.ops import GraphOps
 
     rng = np.random.default_rng(0)
-    params = {k: rng.normal(size=s).astype(np.float32) for k, s in GRID.tensors().items()}
-    frames = rng.integers(0, 128, (3, GRID.size))
+    params = {k: rng.normal(size=s).astype(np.float32) for k, s in grid.tensors().items()}
+    frames = rng.integers(0, 128, (3, grid.size))
     frames[2] = frames[1]
     frames[2, [0, 100]] = frames[1, [100, 0]]  # the same characters, two of them swapped
-    want = GRID.features(NUMPY, frames, params=params)
+    want = grid.features(NUMPY, frames, params=params)
     assert want.shape == (3, 16)
     assert np.abs(want[1] - want[2]).max() > 1e-3
     torch_params = {k: torch.from_numpy(v) for k, v in params.items()}
-    got = GRID.features(TorchOps(), torch.from_numpy(frames), params=torch_params).numpy()
+    got = grid.features(TorchOps(), torch.from_numpy(frames), params=torch_params).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     g = GraphBuilder()
-    g.op("Identity", GRID.features(GraphOps(g), "obs", params={k: g.weight(k, v) for k, v in params.items()}),
+    g.op("Identity", grid.features(GraphOps(g), "obs", params={k: g.weight(k, v) for k, v in params.items()}),
          outputs=["features"])
     model = helper.make_model(helper.make_graph(
-        g.nodes, "grid", [helper.make_tensor_value_info("obs", TensorProto.INT64, [None, GRID.size])],
+        g.nodes, "grid", [helper.make_tensor_value_info("obs", TensorProto.INT64, [None, grid.size])],
         [helper.make_empty_tensor_value_info("features")], g.initializers),
         opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
     np.testing.assert_allclose(ReferenceEvaluator(model).run(None, {"obs": frames})[0], want, rtol=1e-5, atol=1e-5)
+    # the math itself, written out once more in plain numpy
+    ph, pw = grid.patch
+    cells = frames.reshape(3, 12 // ph, ph, 27 // pw, pw).transpose(0, 1, 3, 2, 4).reshape(3, -1, ph * pw)
+    tokens = params["embedding"][cells].reshape(3, cells.shape[1], -1) @ params["patch_proj"] + params["patch_bias"]
+    tokens += (params["row_position"][:, None] + params["col_position"][None]).reshape(-1, 16)
+    pooled = np.maximum(tokens, 0).max(axis=1) if grid.pool == "max" else np.maximum(tokens, 0).mean(axis=1)
+    np.testing.assert_allclose(pooled, want, rtol=1e-5, atol=1e-5)
 
 
 def test_the_graph_looks_up_the_ids_with_a_gather(graphs):

@@ -81,3 +81,7 @@ class TorchOps:
     @staticmethod
     def mean_tokens(a):
         return a.mean(-2)
+
+    @staticmethod
+    def max_tokens(a):
+        return a.amax(-2)

@@ -112,3 +112,6 @@ class GraphOps:
 
     def mean_tokens(self, a):
         return self._op("ReduceMean", a, self.g.const([-2], np.int64), keepdims=0)
+
+    def max_tokens(self, a):
+        return self._op("ReduceMax", a, self.g.const([-2], np.int64), keepdims=0)

@@ -1,6 +1,7 @@
-"""Character-grid observations (``{type: "grid", rows, cols, vocab_size, embed_dim, patch, features}``): a frame of
-rows x cols integer token ids in [0, vocab_size), such as ASCII Breakout's screen, turned into **one** timestep token
-by a learned per-frame encoder, so the causal policy still reads one token per step and keeps its KV cache.
+"""Character-grid observations (``{type: "grid", rows, cols, vocab_size, embed_dim, patch, features, pool}``): a
+frame of rows x cols integer token ids in [0, vocab_size), such as ASCII Breakout's screen, turned into **one**
+timestep token by a learned per-frame encoder, so the causal policy still reads one token per step and keeps its KV
+cache.
 
 The encoder (its weights are ``state_encoder.*`` in model.safetensors; shapes from the spec):
 
@@ -11,11 +12,15 @@ The encoder (its weights are ``state_encoder.*`` in model.safetensors; shapes fr
    plus ``state_encoder.patch_bias`` [features];
 3. the patch's 2-D position is added: ``state_encoder.row_position`` [rows / ph, features] of its patch row plus
    ``state_encoder.col_position`` [cols / pw, features] of its patch column;
-4. ReLU, then the mean over the frame's patches: the token's state features [features].
+4. ReLU, then pooled over the frame's patches, ``pool`` "max" (the default) or "mean": the token's state features
+   [features].
 
-``patch = [1, cols]`` makes one token per screen row (row tokens); ``[3, 9]`` square-ish patches. Position enters
-before the ReLU, so the pooled features still say where each character is. No normaliser. A value outside the
-vocabulary is refused, naming the input, the value and its cell.
+``patch = [1, cols]`` makes one token per screen row (row tokens, the default); ``[3, 9]`` square-ish patches.
+Position enters before the ReLU, so the pooled features still say where each character is. Why row tokens and max
+pooling: a Breakout frame differs from the next in a handful of cells, and a mean over the patches dilutes them by
+the patch count, while the maximum keeps the feature of the one row that holds the ball (benchmarks/grid_encoders.py
+measures the four combinations; docs/format.md quotes it). No normaliser. A value outside the vocabulary is refused,
+naming the input, the value and its cell.
 """
 
 from __future__ import annotations
@@ -36,9 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_EMBED, MAX_FEATURES = 4096, 16_384
 
 
-def default_patch(rows: int, cols: int) -> tuple[int, int]:
-    """[3, 9] where it divides the grid (both ASCII Breakout grids), else one token per row."""
-    return (3, 9) if rows % 3 == 0 and cols % 9 == 0 else (1, cols)
+POOLS = ("max", "mean")
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,9 @@ class Grid(ObservationEncoder):
     cols: int
     vocab_size: int
     embed_dim: int = 8
-    patch: tuple[int, int] = (3, 9)
+    patch: tuple[int, int] | None = None  # None: one token per row, (1, cols)
     feature_dim: int = 64
+    pool: str = "max"
     kind: ClassVar[str] = "grid"
     capability: ClassVar[str | None] = "gptrl.observations.grid"
     requirement: ClassVar[str] = "type 'grid' with rows, cols, vocab_size, embed_dim, patch and features"
@@ -56,6 +60,10 @@ class Grid(ObservationEncoder):
     prefix: ClassVar[str] = "state_encoder."
 
     def __post_init__(self) -> None:
+        if self.patch is None:
+            object.__setattr__(self, "patch", (1, self.cols))
+        if self.pool not in POOLS:
+            raise ValueError(f"grid observation: pool must be one of {list(POOLS)}, got {self.pool!r}")
         ph, pw = self.patch
         if ph < 1 or pw < 1 or self.rows % ph or self.cols % pw:
             raise ValueError(f"grid observation: patch {list(self.patch)} must divide the grid {self.rows} x "
@@ -78,7 +86,10 @@ class Grid(ObservationEncoder):
         if patch[0] * patch[1] * embed * features > 1 << 26:
             raise r.error(f"the patch projection of {patch[0] * patch[1] * embed} x {features} is past gptrl's limit "
                           f"of 2^26 entries")
-        return cls(rows, cols, vocab, embed, (patch[0], patch[1]), features)
+        pool = r.get("pool", "str", "max")
+        if pool not in POOLS:
+            raise r.error(f"key {r.key('pool')} must be one of {list(POOLS)}, got {pool!r}")
+        return cls(rows, cols, vocab, embed, (patch[0], patch[1]), features, pool)
 
     @classmethod
     def from_space(cls, space: Any) -> Grid | None:
@@ -88,11 +99,12 @@ class Grid(ObservationEncoder):
         if (low != 0).any() or (high != high.flat[0]).any():
             return None
         rows, cols = (int(n) for n in space.shape)
-        return cls(rows, cols, int(high.flat[0]) + 1, patch=default_patch(rows, cols))
+        return cls(rows, cols, int(high.flat[0]) + 1)
 
     def specs(self) -> list[dict[str, Any]]:
         return [{"type": "grid", "rows": self.rows, "cols": self.cols, "vocab_size": self.vocab_size,
-                 "embed_dim": self.embed_dim, "patch": list(self.patch), "features": self.feature_dim}]
+                 "embed_dim": self.embed_dim, "patch": list(self.patch), "features": self.feature_dim,
+                 "pool": self.pool}]
 
     def container(self) -> dict[str, Any]:
         return {"type": "Box", "shape": [self.rows, self.cols], "dtype": "uint8" if self.vocab_size <= 256 else
@@ -144,7 +156,8 @@ class Grid(ObservationEncoder):
         position = ops.add(ops.take(params["row_position"], np.repeat(np.arange(pr), pc)),
                            ops.take(params["col_position"], np.tile(np.arange(pc), pr)))  # [patches, features]
         tokens = ops.add(ops.add(ops.matmul(cells, params["patch_proj"]), params["patch_bias"]), position)
-        return ops.mean_tokens(ops.relu(tokens))
+        pooled = ops.max_tokens if self.pool == "max" else ops.mean_tokens
+        return pooled(ops.relu(tokens))
 
     def check(self, value: Any, num_envs: int, what: str = "observation") -> tuple[np.ndarray, bool]:
         try:

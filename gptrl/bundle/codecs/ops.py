@@ -65,6 +65,9 @@ class Ops(Protocol):
     def mean_tokens(self, a: Array) -> Array:
         """Mean over the second-to-last axis (dropped): [..., n, k] -> [..., k]."""
 
+    def max_tokens(self, a: Array) -> Array:
+        """Maximum over the second-to-last axis (dropped): [..., n, k] -> [..., k]."""
+
 
 class NumpyOps:
     """The codecs on numpy float32 arrays (the torch-free runtime, tests)."""
@@ -121,6 +124,9 @@ class NumpyOps:
 
     def mean_tokens(self, a):
         return np.mean(a, axis=-2, dtype=np.float32)
+
+    def max_tokens(self, a):
+        return np.max(a, axis=-2)
 
 
 NUMPY = NumpyOps()

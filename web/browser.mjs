@@ -1,13 +1,13 @@
 // The browser half of tests/test_web.py: opens a `gptrl web` page in headless Chromium (playwright-core driving
 // the system's browser; no download), lets it run, and reports what the page shows.
 //
-//   node browser.mjs CHROMIUM URL SCREENSHOT.png STEPS [TIMEOUT_S] > REPORT.json
+//   node browser.mjs CHROMIUM URL SCREENSHOT.png STEPS [TIMEOUT_S] [MODE: fast=1 (default) or realtime] > REPORT.json
 //
 // REPORT.json: {"status": window.gptrlStatus, "text": {return, step, sps, state}, "console": [errors and
 // warnings], "page_errors": [...], "load_seconds", "run_seconds"}
 import { chromium } from "playwright-core";
 
-const [executablePath, url, screenshot, stepsText, timeoutText = "120"] = process.argv.slice(2);
+const [executablePath, url, screenshot, stepsText, timeoutText = "120", mode = "fast=1"] = process.argv.slice(2);
 const steps = Number(stepsText);
 const browser = await chromium.launch({
   executablePath, headless: true,
@@ -20,7 +20,7 @@ try {
   page.on("console", (m) => { if (["error", "warning"].includes(m.type())) report.console.push(`${m.type()}: ${m.text()}`); });
   page.on("pageerror", (e) => report.page_errors.push(String(e)));
   const t0 = Date.now();
-  await page.goto(`${url}?fast=1&steps=${steps}&seed=0`);
+  await page.goto(`${url}?${mode}&steps=${steps}&seed=0`);
   const timeout = Number(timeoutText) * 1000;
   await page.waitForFunction(() => window.gptrlStatus?.ready || window.gptrlStatus?.error, null, { timeout });
   const t1 = Date.now();

@@ -156,6 +156,7 @@ async function main() {
   };
 
   let simTime = 0, last = performance.now();
+  const catchUp = Math.ceil(0.1 / env.dt) + 1;
   const frame = async (now) => {
     try {
       const elapsed = Math.min((now - last) / 1000, 0.1);
@@ -164,13 +165,14 @@ async function main() {
         const t0 = performance.now();
         let n = 0;
         simTime += elapsed;
-        // Real time: as many steps as the frame's wall time holds (at most 10); fast: steps for about 25 ms.
-        while (status.steps < stopAt && (fast ? performance.now() - t0 < 25 : simTime >= env.dt && n < 10)) {
+        // Real time: as many steps as the frame's wall time holds (up to 0.1 s of it, for slow frames); fast: steps
+        // for about 25 ms.
+        while (status.steps < stopAt && (fast ? performance.now() - t0 < 25 : simTime >= env.dt && n < catchUp)) {
           simTime -= env.dt;
           n += 1;
           if (await step()) { resetEpisode(); break; }
         }
-        if (!fast && n === 10) simTime = 0; // the machine cannot keep up: do not pile up a backlog
+        if (!fast && n === catchUp) simTime = 0; // the machine cannot keep up: do not pile up a backlog
         busy += performance.now() - t0;
         busySteps += n;
         if (busy > 500) { status.stepsPerSecond = (1000 * busySteps) / busy; busy = 0; busySteps = 0; }

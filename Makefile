@@ -122,7 +122,8 @@ bench-ppo: install
 # Evaluation here against a local Ray instance with 1 and 2 workers, and Ray's start-up cost (docs/cluster.md).
 # Ray binds to the machine's external interface, so it runs in a network namespace with only loopback (root).
 bench-ray: install
-	unshare -n -p -f --mount-proc --kill-child sh -c 'ip link set lo up && $(PY) benchmarks/ray_scaling.py'
+	unshare -n -p -f --mount-proc --kill-child sh -c \
+	  'ip link set lo up && mkdir -p /tmp/ray && mount -t tmpfs ray /tmp/ray && $(PY) benchmarks/ray_scaling.py'
 
 # Re-run every model card's closed-loop measurements with the card's own commands (torch-free) and report per seed
 # what differs, saying first whether this machine matches each card's provenance (exit 1 only for a regression:

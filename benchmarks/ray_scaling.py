@@ -7,9 +7,11 @@ the policy from its bytes and making its env, then the episodes), and the shutdo
 returns must equal this process's or the benchmark stops. The machine's load average is recorded before and after
 each repeat (other jobs on the same cores slow every column).
 
-Ray binds to the machine's external interface; run it where only loopback exists:
+Ray binds to the machine's external interface; run it where only loopback exists (``make bench-ray`` does, with
+Ray's /tmp/ray on a tmpfs of the namespace's own so no other process finds its cluster):
 
-    unshare -n bash -c 'ip link set lo up && .venv/bin/python benchmarks/ray_scaling.py'     (make bench-ray)
+    unshare -n -p -f --mount-proc --kill-child sh -c 'ip link set lo up && mkdir -p /tmp/ray &&
+      mount -t tmpfs ray /tmp/ray && .venv/bin/python benchmarks/ray_scaling.py'
 
 Results: benchmarks/ray_scaling.json (with provenance) and ray_scaling.md beside it.
 """

@@ -15,7 +15,8 @@ Failures: an actor that dies (its process killed, its node lost) is replaced by 
 (at most ``max_retries`` times per item); an exception raised by the job itself is raised here as it is. With
 ``results=PATH`` each finished item's result is added to a small JSON file, rewritten atomically
 (``gptrl.fileio.write_json``) after every item, so an interrupted run, started again with the same file, plays only
-the items not yet in it; a file made by another job (``describe()`` differs) is refused, never mixed in.
+the items not yet in it (results are kept by item, so a run over more seeds reuses a shorter run's); a file made by
+another job (``describe()`` differs) is refused, never mixed in.
 
 Ray is imported only here and only by ``RayExecutor`` (``pip install "gptrl[ray]"``); nothing below this module
 imports it.
@@ -23,6 +24,7 @@ imports it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
@@ -49,35 +51,43 @@ class Job(Protocol):
 
 
 class ResultsFile:
-    """The finished items of one job, kept in ``path`` (JSON, rewritten atomically after each item)."""
+    """The finished items of one job, kept in ``path`` (JSON, rewritten atomically after each item).
+
+    Results are stored by item (its JSON), so a run over more items (more seeds) resumes from a shorter one's file;
+    the job's ``describe()`` must match exactly, or the file is refused."""
 
     def __init__(self, path: str | Path | None, job: Job, items: list[Any]):
         self.path = None if path is None else Path(path)
-        self.key = {"job": job.describe(), "items": items}
-        self.results: dict[int, Any] = {}
+        self.job = job.describe()
+        self.items = [json.dumps(item, sort_keys=True) for item in items]
+        self.done: dict[str, Any] = {}  # item's JSON -> result
         if self.path is not None and self.path.exists():
             data = read_json(self.path)
             if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
                 raise ValueError(f"{self.path}: not a gptrl results file (key 'format' is "
                                  f"{data.get('format') if isinstance(data, dict) else None!r}, want "
                                  f"{RESULTS_FORMAT!r}); remove it or pick another results file")
-            for name, want in self.key.items():
-                if data.get(name) != want:
-                    raise ValueError(f"{self.path}: holds results of another run (key {name!r} is {data.get(name)!r} "
-                                     f"there, {want!r} now); remove it or pick another results file")
-            self.results = {int(k): v for k, v in data["results"].items()}
+            if data.get("job") != self.job:
+                raise ValueError(f"{self.path}: holds results of another run (key 'job' is {data.get('job')!r} "
+                                 f"there, {self.job!r} now); remove it or pick another results file")
+            self.done = {json.dumps(item, sort_keys=True): result for item, result in data["results"]}
+
+    @property
+    def results(self) -> dict[int, Any]:
+        """Index (in this run's items) -> result, for the items already done."""
+        return {i: self.done[key] for i, key in enumerate(self.items) if key in self.done}
 
     def record(self, index: int, result: Any) -> None:
-        self.results[index] = result
+        self.done[self.items[index]] = result
         if self.path is not None:
-            write_json(self.path, {"format": RESULTS_FORMAT, **self.key,
-                                   "results": {str(k): v for k, v in sorted(self.results.items())}})
+            write_json(self.path, {"format": RESULTS_FORMAT, "job": self.job,
+                                   "results": [[json.loads(k), v] for k, v in self.done.items()]})
 
     def pending(self, count: int) -> list[int]:
-        return [i for i in range(count) if i not in self.results]
+        return [i for i in range(count) if self.items[i] not in self.done]
 
     def ordered(self, count: int) -> list[Any]:
-        return [self.results[i] for i in range(count)]
+        return [self.done[self.items[i]] for i in range(count)]
 
 
 class LocalExecutor:
@@ -160,7 +170,9 @@ class RayExecutor:
         if self.address is None and self.num_workers is not None:
             kwargs.setdefault("num_cpus", max(1, round(self.num_workers * self.cpus_per_worker)))
         t = time.perf_counter()
-        ray.init(address=self.address, **kwargs)
+        # "local": always a new instance of our own (address None would join whatever cluster RAY_ADDRESS or the
+        # machine's last `ray start` names, and that one would not be ours to stop)
+        ray.init(address=self.address or "local", **kwargs)
         self.start_seconds = time.perf_counter() - t
         self._owns = True
 

@@ -4,7 +4,9 @@ the local loop; a killed worker replaced and its item played again; an interrupt
 Every Ray process runs inside a network namespace that has only loopback (Ray binds to the machine's external
 interface otherwise) and a PID namespace of its own: ``unshare -n -p -f --mount-proc --kill-child``. When the
 namespace's first process exits, the kernel kills everything left in it, so no Ray process outlives a test, even
-one that fails or times out. Where ``unshare`` is not permitted, the Ray tests are skipped, saying so.
+one that fails or times out. Ray's files (``/tmp/ray``: session logs, the address of the last cluster started) go
+to a tmpfs mounted there inside the namespace, so a test's cluster is never found by another process. Where
+``unshare`` is not permitted, the Ray tests are skipped, saying so.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def _namespace_problem() -> str | None:
     if shutil.which("unshare") is None:
         return "unshare is not installed"
     try:
-        probe = subprocess.run([*NAMESPACE, "sh", "-c", "ip link set lo up"], capture_output=True, text=True,
-                               timeout=30)
+        probe = subprocess.run([*NAMESPACE, "sh", "-c", "ip link set lo up && mkdir -p /tmp/ray && "
+                                "mount -t tmpfs gptrl-test-ray /tmp/ray"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"unshare failed to run ({exc})"
     if probe.returncode != 0:
@@ -43,9 +45,9 @@ def _namespace_problem() -> str | None:
     return None
 
 
-def run_in_namespace(code: str, timeout: int = 300) -> dict:
-    """Run ``code`` (Python, printing one JSON line prefixed RESULT) in a loopback-only namespace with Ray allowed;
-    afterwards, list any Ray process still alive in that namespace (there must be none)."""
+def run_in_namespace(code: str, timeout: int = 300, before: str = "") -> dict:
+    """Run ``code`` (Python, printing one JSON line prefixed RESULT) in a loopback-only namespace with Ray allowed,
+    after the shell command ``before``; afterwards, list any Ray process still alive in that namespace."""
     problem = _namespace_problem()
     if problem:
         pytest.skip(f"Ray tests need a loopback-only namespace: {problem}")
@@ -53,7 +55,9 @@ def run_in_namespace(code: str, timeout: int = 300) -> dict:
         f.write(textwrap.dedent(code))
     script = f"""
 ip link set lo up || exit 90
+mkdir -p /tmp/ray && mount -t tmpfs gptrl-test-ray /tmp/ray || exit 92
 cd {shlex.quote(str(ROOT))}
+{before}
 {shlex.quote(sys.executable)} {shlex.quote(f.name)}
 rc=$?
 left=$(ps -eo comm= | grep -E 'raylet|gcs_server|ray::' || true)
@@ -126,13 +130,15 @@ def test_an_interrupted_run_resumes_from_its_results_file(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         LocalExecutor(results=results).map(first, items)
     saved = json.loads(results.read_text())
-    assert sorted(saved["results"]) == ["0", "1"]
+    assert [item for item, _ in saved["results"]] == [[0], [1]]
     assert [p.name for p in results.parent.iterdir()] == ["results.json"]  # no temporary left beside it
     second = CountingJob(_hopper_job())
     assert LocalExecutor(results=results).map(second, items) == full
     assert second.played == items[2:]  # only the seeds not yet in the file were played
     again = CountingJob(_hopper_job())
     assert LocalExecutor(results=results).map(again, items) == full and again.played == []
+    more = CountingJob(_hopper_job())  # more seeds: the file's are reused, only the new one is played
+    assert LocalExecutor(results=results).map(more, [*items, [5]])[:5] == full and more.played == [[5]]
 
 
 def test_a_results_file_of_another_run_is_refused(tmp_path):
@@ -140,8 +146,6 @@ def test_a_results_file_of_another_run_is_refused(tmp_path):
     LocalExecutor(results=results).map(_hopper_job(), [[0]])
     with pytest.raises(ValueError, match=r"results\.json: holds results of another run \(key 'job'.*max_steps"):
         LocalExecutor(results=results).map(_hopper_job(max_steps=61), [[0]])
-    with pytest.raises(ValueError, match=r"results\.json: holds results of another run \(key 'items'"):
-        LocalExecutor(results=results).map(_hopper_job(), [[1]])
     results.write_text('{"something": "else"}\n')
     with pytest.raises(ValueError, match=r"results\.json: not a gptrl results file \(key 'format'"):
         LocalExecutor(results=results).map(_hopper_job(), [[0]])
@@ -227,9 +231,6 @@ with RayExecutor(num_workers=2) as ex:
     # resume: half the seeds from a local run's file, the rest by Ray
     results = TMP / "results.json"
     LocalExecutor(results=results).map(job, [[s] for s in seeds][:2])
-    data = json.loads(results.read_text())
-    data["items"] = [[s] for s in seeds]
-    results.write_text(json.dumps(data))
     resumed = RayExecutor(num_workers=2, results=results)  # joins the running instance
     out["resumed"] = [r for [[r, n]] in resumed.map(job, [[s] for s in seeds])]
     out["resumed_workers"] = resumed.workers_used
@@ -315,3 +316,19 @@ def test_dataset_collection_and_dagger_rollouts_on_ray_are_those_of_this_process
     assert 0.3 < out["dagger_stats"]["expert_step_fraction"] < 0.7  # beta 0.5: both acted
     assert out["dagger_stats"]["expert_draws"] == "per episode and step"
     assert out["left"] == ""
+
+
+def test_gptrl_eval_ray_auto_joins_a_running_cluster_and_leaves_it_running():
+    ray = shlex.quote(str(Path(sys.executable).parent / "ray"))
+    code = f"""
+import contextlib, io, json
+from gptrl.cli import main
+buf = io.StringIO()
+with contextlib.redirect_stdout(buf):
+    assert main(["eval", {str(CARTPOLE)!r}, "--episodes", "2", "--max-steps", "40", "--json", "--ray", "auto"]) == 0
+print("RESULT " + json.dumps(json.loads(buf.getvalue())))
+"""
+    out = run_in_namespace(code, before=f"{ray} start --head --num-cpus=2 --disable-usage-stats "
+                                        "--include-dashboard=false > /dev/null 2>&1 || exit 91")
+    assert out["returns"] == [40.0, 40.0] and out["ray"]["address"] == "auto" and out["ray"]["workers"] == 2
+    assert "raylet" in out["left"] and "gcs_server" in out["left"]  # joined, not started: the cluster stays up

@@ -177,10 +177,11 @@ class PolicySource:
         self.name, self.graph, self.kwargs = name, graph, dict(kwargs)
 
     def describe(self) -> dict:
-        """A JSON description (the graph by sha256), for results files that must match the policy they came from."""
+        """A JSON description (the graph by sha256, not by path), for results files that must match the policy they
+        came from wherever it is loaded from."""
         import hashlib
 
-        return {"graph": self.name, "graph_sha256": hashlib.sha256(self.graph).hexdigest(),
+        return {"graph_sha256": hashlib.sha256(self.graph).hexdigest(),
                 **{k: v for k, v in self.kwargs.items() if v is not None}}
 
     def load(self, num_envs: int = 1):

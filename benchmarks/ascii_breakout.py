@@ -1,10 +1,19 @@
-"""ASCII Breakout's speed: env steps per second on one core, random actions, for both grids; the bare env and the
-env as ``gym.make`` returns it (with gymnasium's checker, order enforcing and time-limit wrappers). The goal of
-issue 23 is >= 20,000 steps/s. Usage: ``python benchmarks/ascii_breakout.py [--steps N]``."""
+"""ASCII Breakout's speed and its anchors.
+
+Speed: env steps per second on one core, random actions, for both grids; the bare env and the env as ``gym.make``
+returns it (with gymnasium's checker, order enforcing and time-limit wrappers). The goal of issue 23 is >= 20,000
+steps/s.
+
+Anchors (issue 23, item 3): the mean return and bricks cleared over seeds 0..49 (the model cards' protocol, the
+registered time limit) of a uniformly random policy (its generator seeded with the episode's seed) and of the
+scripted heuristic ``gptrl.envs.breakout.heuristic_action`` (the paddle follows the ball's column).
+
+Usage: ``python benchmarks/ascii_breakout.py [--steps N] [--episodes 50] [--out results.json]``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -12,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from gptrl.envs import BREAKOUT, register
-from gptrl.envs.breakout import AsciiBreakout
+from gptrl.envs.breakout import AsciiBreakout, heuristic_action
 
 
 def steps_per_second(env, steps: int, seed: int = 0) -> float:
@@ -26,20 +35,55 @@ def steps_per_second(env, steps: int, seed: int = 0) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def anchor(env_id: str, policy: str, episodes: int) -> dict:
+    """Mean (and population std) return, bricks cleared and length over seeds 0..episodes-1."""
+    env = gym.make(env_id)
+    returns, bricks, lengths = [], [], []
+    for seed in range(episodes):
+        rng = np.random.default_rng(seed)
+        obs, info = env.reset(seed=seed)
+        total, n, start = 0.0, 0, info["bricks"]
+        while True:
+            action = int(rng.integers(3)) if policy == "random" else heuristic_action(obs)
+            obs, reward, terminated, truncated, info = env.step(action)
+            total, n = total + reward, n + 1
+            if terminated or truncated:
+                break
+        returns.append(total), bricks.append(start - info["bricks"]), lengths.append(n)
+    return {"env": env_id, "policy": policy, "episodes": episodes, "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)), "bricks_mean": float(np.mean(bricks)),
+            "length_mean": float(np.mean(lengths)), "ceiling": env.unwrapped.layout.ceiling}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=50, help="anchor episodes (seeds 0..N-1)")
+    parser.add_argument("--out", default=None, help="also write the speeds and anchors as JSON here")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     register()
+    results: dict = {"speed": [], "anchors": []}
     print(f"{'env':30s} {'wrappers':10s} {'steps/s (best of ' + str(args.repeats) + ')':>24s}")
     for env_id, (layout, _) in BREAKOUT.items():
         for name in ("none", "gym.make"):
             best = max(steps_per_second(AsciiBreakout(layout=layout) if name == "none" else gym.make(env_id),
                                         args.steps, seed) for seed in range(args.repeats))
             print(f"{env_id:30s} {name:10s} {best:24,.0f}")
+            results["speed"].append({"env": env_id, "wrappers": name, "steps_per_s": round(best)})
+    print(f"\nanchors, seeds 0..{args.episodes - 1}:")
+    for env_id in BREAKOUT:
+        for policy in ("random", "heuristic"):
+            row = anchor(env_id, policy, args.episodes)
+            results["anchors"].append(row)
+            print(f"{env_id:30s} {policy:10s} return {row['return_mean']:7.1f} +- {row['return_std']:6.1f} of "
+                  f"{row['ceiling']:.0f}, bricks {row['bricks_mean']:5.1f}, length {row['length_mean']:7.1f}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+            f.write("\n")
 
 
 if __name__ == "__main__":

@@ -147,7 +147,8 @@ def test_a_missed_ball_costs_a_life_and_the_last_life_ends_the_episode():
     place(env, L.paddle_row - 1, far, 1, 1 if far == 1 else -1)
     obs, reward, terminated, truncated, info = env.step(STAY)
     assert info["lives"] == 4 and reward == 0 and not terminated and not truncated
-    assert ball(obs)[0] == L.serve_row and env.dr == 1  # served again
+    r, c = ball(obs)  # served again, from above the paddle, moving up
+    assert r == L.paddle_row - 1 and env.paddle <= c < env.paddle + L.paddle_width and env.dr == -1
     assert b"lives 4" in obs[1].tobytes()
     env.lives = 1
     place(env, L.paddle_row - 1, far, 1, 1 if far == 1 else -1)
@@ -189,8 +190,11 @@ def test_the_seed_determines_the_episode():
         return frames, rewards
 
     assert play(3) == play(3)
-    serves = {ball(np.frombuffer(play(s)[0][0], np.uint8).reshape(12, 27)) for s in range(10)}
-    assert len(serves) > 3  # the seed draws the serve
+    def serve(seed: int) -> tuple:  # where the ball starts and where it is a step later
+        first, second = play(seed)[0][:2]
+        return tuple(ball(np.frombuffer(f, np.uint8).reshape(12, 27)) for f in (first, second))
+
+    assert len({serve(s) for s in range(10)}) > 4  # the seed draws the serve
 
 
 def test_invalid_actions_and_render_modes_are_refused():

@@ -32,9 +32,10 @@ The screen, top to bottom (``AsciiBreakout-v0``: 24 x 81; ``AsciiBreakoutSmall-v
 - Why these speeds: a steep ball (two columns a step) outruns the paddle (one), so a player that only follows the
   ball's column loses balls, while one that predicts where the ball lands (which needs its direction, so more
   than one frame) has the whole flight to get there: the game rewards memory across frames.
-- Serve: at reset and after each lost ball, the ball appears on the serve row (two rows below the bricks) at a
-  column drawn from the env's generator, moving down, left or right (also drawn). ``reset(seed=s)`` therefore
-  determines every serve of the episode: the same seed and the same actions give the same episode.
+- Serve: at reset and after each lost ball, the ball appears on the row above the paddle, over a column of the
+  paddle drawn from the env's generator, moving up, one or two columns a step left or right (also drawn).
+  ``reset(seed=s)`` therefore determines every serve of the episode: the same seed and the same actions give the
+  same episode.
 - Rewards: 10 per brick, and 50 when the last brick goes, so the ceiling is 7 x 13 x 10 + 50 = **960** (the small
   grid: 3 x 5 x 10 + 50 = 200). Nothing else is rewarded or penalised.
 - Lives: 5. Losing the last one ends the episode (terminated), as does clearing every brick. The time limit
@@ -87,7 +88,7 @@ class Layout:
 
     @property
     def serve_row(self) -> int:
-        return self.brick_top + self.brick_rows + 2
+        return self.paddle_row - 1
 
     @property
     def bricks(self) -> int:
@@ -103,7 +104,7 @@ class Layout:
         if self.bricks_per_row * self.brick_width > inner or self.brick_width < 3:
             raise ValueError(f"{self.bricks_per_row} bricks of width {self.brick_width} (>= 3) do not fit "
                              f"{inner} columns")
-        if self.serve_row >= self.paddle_row - 1 or not 1 <= self.paddle_width <= inner:
+        if self.brick_top + self.brick_rows >= self.paddle_row - 2 or not 1 <= self.paddle_width <= inner:
             raise ValueError(f"layout {self}: no room between the bricks and the paddle")
 
 
@@ -171,10 +172,12 @@ class AsciiBreakout(gym.Env):
         self._grid[start:start + self.layout.paddle_width] = bytes([char]) * self.layout.paddle_width
 
     def _serve(self) -> None:
+        """The ball leaves from just above the paddle, moving up, at a column over the paddle and a direction drawn
+        from the env's generator."""
         L = self.layout
         self.ball_r = L.serve_row
-        self.ball_c = int(self.np_random.integers(2, L.cols - 2))
-        self.dr, self.dc = 1, (-1, 1)[int(self.np_random.integers(2))]
+        self.ball_c = self.paddle + int(self.np_random.integers(0, L.paddle_width))
+        self.dr, self.dc = -1, (-2, -1, 1, 2)[int(self.np_random.integers(4))]
         self._grid[self.ball_r * L.cols + self.ball_c] = BALL
 
     def _hit(self, r: int, c: int) -> float:

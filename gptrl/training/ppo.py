@@ -103,6 +103,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "LunarLanderNoVel-v3": {"total_timesteps": 1_000_000, "ent_coef": 0.01, "eval_every": 10, "eval_episodes": 20},
     "BipedalWalker-v3": {"total_timesteps": 5_000_000, "num_envs": 16, "num_steps": 256, "num_minibatches": 8,
                          "lr": 3e-4, "eval_every": 20, "eval_episodes": 5},
+    # gptrl's ASCII Breakout (gptrl/envs/breakout.py): a frame of character ids, one token a step (the grid encoder)
+    "gptrl/AsciiBreakoutSmall-v0": {"total_timesteps": 500_000, "ent_coef": 0.01, "lr": 3e-4, "eval_every": 10},
 }
 
 

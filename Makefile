@@ -107,6 +107,10 @@ ppo: install
 ppo-card: install
 	$(PY) -m gptrl.training.ppo_card bundles/$(shell echo $(ENV) | tr A-Z a-z) --run runs/ppo/$(ENV) --num-envs 10
 
+# The README's PPO tables and the masked-velocity plot from the cards, runs and baselines (docs/results/ppo-summary.json)
+ppo-report: install
+	$(PY) -m gptrl.training.ppo_report
+
 # A same-budget SB3 baseline with the RL Zoo's tuned settings (runs/baselines/ALGO/ENV/seedS/result.json), then
 # the summary docs/results/ppo-baselines.json:  make baseline ENV=CartPole-v1 ALGO=ppo SEED=0  (ALGO: ppo, recurrent-ppo)
 ALGO := ppo

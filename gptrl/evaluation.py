@@ -301,6 +301,8 @@ def _evaluate_with(executor, env_id, runner, seeds: list[int], max_steps: int, n
     job = EpisodeJob(env_id, source, num_envs=num_envs, max_steps=max_steps, env_kwargs=env_kwargs,
                      target_return=target_return)
     waves = [seeds[i:i + num_envs] for i in range(0, len(seeds), num_envs)]
+    if hasattr(executor, "start"):
+        executor.start()  # a cluster to start or join: before the progress bar, which then counts episodes only
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -126,11 +126,6 @@ class _Worker:
     def run(self, item: Any) -> Any:
         return self.job.run(self.state, item)
 
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
-
 
 class RayExecutor:
     """A job's items spread over Ray actors (``num_workers`` of them, ``cpus_per_worker`` CPUs each).
@@ -185,11 +180,6 @@ class RayExecutor:
         if self._owns:
             ray.shutdown()
             self._owns = False
-
-    def worker_pids(self) -> list[int]:
-        """The process id of each live actor (tests kill one to see it replaced)."""
-        ray = _import_ray()
-        return ray.get([w.pid.remote() for w in self.workers])
 
     def _kill_workers(self, ray: Any) -> None:
         for w in self.workers:

@@ -99,9 +99,10 @@ dt-card: install
 	$(PY) -m gptrl.training.dt_card $(ENV)
 
 # PPO of the transformer policy acting through its KV cache (resumable, runs/ppo/ENV); the best held-out candidate
-# to bundles/<env id lowercased>/ with policy.onnx:  make ppo ENV=CartPole-v1
+# to bundles/<env id lowercased>/ with policy.onnx, then its card:  make ppo ENV=CartPole-v1
 ppo: install
 	$(PY) -m gptrl.training.ppo $(ENV) --publish $(ARGS)
+	$(PY) -m gptrl.training.ppo_card bundles/$(shell echo $(ENV) | tr A-Z a-z) --run runs/ppo/$(ENV) --num-envs 10
 
 # The card of a bundle `make ppo` published, measured again from its run:  make ppo-card ENV=CartPole-v1
 ppo-card: install

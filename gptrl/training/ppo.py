@@ -529,8 +529,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("env_id")
     p.add_argument("--out", type=Path, help="run folder (default runs/ppo/ENV)")
     p.add_argument("--publish", type=Path, nargs="?", const=True, default=None,
-                   help="copy the best candidate into a bundle folder (default bundles/<env id lowercased>) and "
-                   "write its card (50 episodes, GIF, learning curve, the SB3 baselines)")
+                   help="copy the best candidate into a bundle folder (default bundles/<env id lowercased>)")
     add_arguments(p, Args)
     p.set_defaults(**PRESETS.get(p.parse_known_args(argv)[0].env_id, {}))  # the env's preset, under any flag given
     a = p.parse_args(argv)
@@ -540,11 +539,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"best: {json.dumps(state['best'])}")
     if a.publish is not None:
         dest = Path("bundles") / a.env_id.lower() if a.publish is True else a.publish
-        print(f"published {loop.publish(out / 'best', dest)}")
-        from gptrl.training.ppo_card import write_card
-
-        result = write_card(dest, out, num_envs=10)
-        print(f"card: {result['return_mean']:.2f} +- {result['return_std']:.2f} (50 episodes) -> {dest / 'README.md'}")
+        print(f"published {loop.publish(out / 'best', dest)}; its card: python -m gptrl.training.ppo_card {dest}")
 
 
 if __name__ == "__main__":

@@ -146,15 +146,20 @@ def _machine(result: dict) -> str:
     return f"{cpu.get('model', 'an unrecorded CPU')} ({cpu.get('logical_cpus', '?')} CPUs)"
 
 
-def _command(env_id: str, cfg: dict) -> str:
-    """The training command: the PPO Args that differ from today's defaults as flags."""
-    from gptrl.training.ppo import Args
+def _flags(env_id: str, cfg: dict) -> list[str]:
+    """The run's PPO Args that differ from the env's preset (``ppo.PRESETS`` over the defaults), as flags."""
+    from gptrl.training.ppo import PRESETS, Args
 
-    flags = []
-    for f in fields(Args):
-        if f.name in cfg and cfg[f.name] != f.default:
-            flags.append(f"--{f.name.replace('_', '-')} {cfg[f.name]}")
-    return " ".join(["python -m gptrl.training.ppo", env_id, *flags, "--publish"])
+    preset = PRESETS.get(env_id, {})
+    return [f"--{f.name.replace('_', '-')} {cfg[f.name]}" for f in fields(Args)
+            if f.name in cfg and cfg[f.name] != preset.get(f.name, f.default)]
+
+
+def _command(env_id: str, cfg: dict) -> str:
+    """The training command, and the make line that runs it."""
+    flags = _flags(env_id, cfg)
+    make = f"make ppo ENV={env_id}" + (f" ARGS=\"{' '.join(flags)}\"" if flags else "")
+    return " ".join(["python -m gptrl.training.ppo", env_id, *flags, "--publish"]), make
 
 
 def render(bundle_dir: Path, result: dict, run: dict, baselines: dict, source: Path | None, media: list[str],
@@ -209,7 +214,7 @@ def render(bundle_dir: Path, result: dict, run: dict, baselines: dict, source: P
         "",
         "## Training",
         "",
-        f"- `{_command(env_id, cfg)}` (`make ppo ENV={env_id}`): {cfg['num_envs']} envs x {cfg['num_steps']} steps "
+        "- `{}` (`{}`): ".format(*_command(env_id, cfg)) + f"{cfg['num_envs']} envs x {cfg['num_steps']} steps "
         f"per update, {run.get('update', len(updates))} updates = {run['step']:,} env steps (budget "
         f"{cfg['total_timesteps']:,}); {cfg['update_epochs']} epochs of {cfg['num_minibatches']} minibatches of "
         f"training windows ({cfg['chunk']} new slots after {cfg['num_layers'] * cfg['context_length']} slots of "
@@ -244,7 +249,7 @@ def render(bundle_dir: Path, result: dict, run: dict, baselines: dict, source: P
         "## Reproduce",
         "",
         "```",
-        f"make ppo ENV={env_id}          # {_command(env_id, cfg)}",
+        f"{_command(env_id, cfg)[1]}          # {_command(env_id, cfg)[0]}, then ppo-card",
         *[f"make baseline ENV={env_id} ALGO={algo} SEED=0" for algo in _expected_algos(env_id, baselines)],
         "python -m gptrl.training.baselines --collect   # docs/results/ppo-baselines.json",
         f"make ppo-card ENV={env_id}     # this file, eval.json and the media",

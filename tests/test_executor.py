@@ -122,6 +122,16 @@ def test_vector_waves_through_an_executor_match_one_env():
     assert waves.returns == one.returns and waves.lengths == one.lengths
 
 
+def test_a_decision_transformer_through_an_executor_gets_its_target():
+    policy = load_policy(ROOT / "bundles" / "dt-hopper-v5")
+    here = evaluate("Hopper-v5", policy, seeds=range(2), max_steps=100, target_return=2000.0)
+    there = evaluate("Hopper-v5", policy, seeds=range(2), max_steps=100, target_return=2000.0,
+                     executor=LocalExecutor())
+    other = evaluate("Hopper-v5", policy, seeds=range(2), max_steps=100, target_return=3000.0,
+                     executor=LocalExecutor())
+    assert there == here and other.returns != here.returns  # the target reached the workers' policy
+
+
 def test_an_interrupted_run_resumes_from_its_results_file(tmp_path):
     results = tmp_path / "run" / "results.json"
     items = [[s] for s in range(5)]

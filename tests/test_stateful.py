@@ -14,7 +14,8 @@ from gptrl.runtime.stateful import StatefulPolicy
 from gptrl.synthetic import ClosedLoopEnv
 
 SINGLE = ["gpt2-hopper-single", "llama-hopper-kv20", "llama-hopper-single", "llama-hopper-v1-single"]
-HALFCHEETAH = FIXTURES.parent.parent.parent / "bundles" / "halfcheetah-v5"
+ROOT_BUNDLES = FIXTURES.parent.parent.parent / "bundles"
+HALFCHEETAH = ROOT_BUNDLES / "halfcheetah-v5"
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +150,16 @@ def test_cli_exports_stateful(tmp_path):
     assert load_policy(tmp_path / "s.onnx").kv_cache_max_len == 12
     assert main(["export", str(FIXTURES / "llama-hopper-single" / "bundle"), "--kv", "12",
                  "-o", str(tmp_path / "x.onnx")]) == 2
+
+
+def test_a_normaliser_far_from_zero_stays_as_graph_ops(tmp_path):
+    """Humanoid's |mean / std| reaches about 8907: folded into the first layer, float32 lost the difference (the
+    export check measured 2.9e-4 against the torch runner); kept as ops, the export verifies within 1e-4."""
+    from gptrl.graph.causal import FOLD_LIMIT
+
+    bundle = gptrl.load_bundle(ROOT_BUNDLES / "humanoid-v5")
+    assert np.max(np.abs(bundle.normalizer.mean / bundle.normalizer.std)) > FOLD_LIMIT
+    graph = onnx.load(export_onnx(ROOT_BUNDLES / "humanoid-v5", tmp_path / "h.onnx", variant="stateful"))
+    assert any(init.name.endswith("state_mean") for init in graph.graph.initializer)
+    folded_halfcheetah = onnx.load(export_onnx(HALFCHEETAH, tmp_path / "c.onnx", variant="stateful"))
+    assert not any(init.name.endswith("state_mean") for init in folded_halfcheetah.graph.initializer)

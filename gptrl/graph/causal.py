@@ -97,10 +97,19 @@ def token_input(s: _Step) -> str:
     return g.linear(token, s.t["input_proj.layers.0.weight"].T, s.t["input_proj.layers.0.bias"], "input_proj")
 
 
+# Folding x / std into the weights and -mean / std into the bias makes float32 subtract two terms of size |mean / std|
+# times the weights; above this many (Humanoid's reach 8907) the difference loses too many bits, so the normaliser
+# stays as graph ops.
+FOLD_LIMIT = 16.0
+
+
 def token_input_folded(s: _Step) -> str:
     """The same token with the normaliser folded into input_proj's weights and bias (fewer nodes; equal up to float
-    rounding)."""
+    rounding), where every |mean / std| is at most ``FOLD_LIMIT``; otherwise :func:`token_input`."""
     g, encoder, norm = s.g, s.bundle.config.observation, s.bundle.normalizer
+    ratio = np.abs(np.asarray(norm.mean, np.float64) / np.asarray(norm.std, np.float64)) if norm.enabled else 0.0
+    if np.max(ratio) > FOLD_LIMIT:
+        return token_input(s)
     w = s.t["input_proj.layers.0.weight"].astype(np.float64).T  # [F, d]
     b = s.t["input_proj.layers.0.bias"].astype(np.float64)
     if norm.enabled:

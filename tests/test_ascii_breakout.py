@@ -147,8 +147,8 @@ def test_a_missed_ball_costs_a_life_and_the_last_life_ends_the_episode():
     place(env, L.paddle_row - 1, far, 1, 1 if far == 1 else -1)
     obs, reward, terminated, truncated, info = env.step(STAY)
     assert info["lives"] == 4 and reward == 0 and not terminated and not truncated
-    r, c = ball(obs)  # served again, from above the paddle, moving up
-    assert r == L.paddle_row - 1 and env.paddle <= c < env.paddle + L.paddle_width and env.dr == -1
+    r, c = ball(obs)  # served again, from below the bricks over the paddle, moving down
+    assert r == L.brick_top + L.brick_rows + 1 and env.paddle <= c < env.paddle + L.paddle_width and env.dr == 1
     assert b"lives 4" in obs[1].tobytes()
     env.lives = 1
     place(env, L.paddle_row - 1, far, 1, 1 if far == 1 else -1)

@@ -32,10 +32,11 @@ The screen, top to bottom (``AsciiBreakout-v0``: 24 x 81; ``AsciiBreakoutSmall-v
 - Why these speeds: a steep ball (two columns a step) outruns the paddle (one), so a player that only follows the
   ball's column loses balls, while one that predicts where the ball lands (which needs its direction, so more
   than one frame) has the whole flight to get there: the game rewards memory across frames.
-- Serve: at reset and after each lost ball, the ball appears on the row above the paddle, over a column of the
-  paddle drawn from the env's generator, moving up, one or two columns a step left or right (also drawn).
-  ``reset(seed=s)`` therefore determines every serve of the episode: the same seed and the same actions give the
-  same episode.
+- Serve: at reset and after each lost ball, the ball appears on the row below the bricks, over a column of the
+  paddle drawn from the env's generator, moving down, one column a step left or right (also drawn). The paddle
+  can always get there in time (the ball drifts one column a row, the paddle moves one a step), but only by
+  moving: a serve is worth nothing unless it is caught. ``reset(seed=s)`` therefore determines every serve of the
+  episode: the same seed and the same actions give the same episode.
 - Rewards: 10 per brick, and 50 when the last brick goes, so the ceiling is 7 x 13 x 10 + 50 = **960** (the small
   grid: 3 x 5 x 10 + 50 = 200). Nothing else is rewarded or penalised.
 - Lives: 5. Losing the last one ends the episode (terminated), as does clearing every brick. The time limit
@@ -88,7 +89,7 @@ class Layout:
 
     @property
     def serve_row(self) -> int:
-        return self.paddle_row - 1
+        return self.brick_top + self.brick_rows + 1
 
     @property
     def bricks(self) -> int:
@@ -172,12 +173,12 @@ class AsciiBreakout(gym.Env):
         self._grid[start:start + self.layout.paddle_width] = bytes([char]) * self.layout.paddle_width
 
     def _serve(self) -> None:
-        """The ball leaves from just above the paddle, moving up, at a column over the paddle and a direction drawn
-        from the env's generator."""
+        """The ball appears one row below the bricks over one of the paddle's columns, moving down one column a step
+        left or right (column and direction drawn from the env's generator)."""
         L = self.layout
         self.ball_r = L.serve_row
         self.ball_c = self.paddle + int(self.np_random.integers(0, L.paddle_width))
-        self.dr, self.dc = -1, (-2, -1, 1, 2)[int(self.np_random.integers(4))]
+        self.dr, self.dc = 1, (-1, 1)[int(self.np_random.integers(2))]
         self._grid[self.ball_r * L.cols + self.ball_c] = BALL
 
     def _hit(self, r: int, c: int) -> float:

@@ -60,7 +60,11 @@ cd {shlex.quote(str(ROOT))}
 {before}
 {shlex.quote(sys.executable)} {shlex.quote(f.name)}
 rc=$?
-left=$(ps -eo comm= | grep -E 'raylet|gcs_server|ray::' || true)
+for i in $(seq 40); do  # a killed actor's process exits asynchronously (ray.kill returns first): allow it 10 s
+  left=$(ps -eo comm= | grep -E 'raylet|gcs_server|ray::' || true)
+  [ -z "$left" ] && break
+  sleep 0.25
+done
 echo "LEFT:$(echo $left)"
 exit $rc
 """

@@ -56,6 +56,15 @@ class ResultsFile:
     Results are stored by item (its JSON), so a run over more items (more seeds) resumes from a shorter one's file;
     the job's ``describe()`` must match exactly, or the file is refused."""
 
+    @classmethod
+    def opened(cls, path: str | Path | None, job: Job, items: list[Any], on_result: OnResult | None) -> ResultsFile:
+        """The file of ``job`` over ``items``, its finished items reported to ``on_result`` first (in item order)."""
+        store = cls(path, job, items)
+        for i, result in sorted(store.results.items()):
+            if on_result is not None:
+                on_result(i, result)
+        return store
+
     def __init__(self, path: str | Path | None, job: Job, items: list[Any]):
         self.path = None if path is None else Path(path)
         self.job = job.describe()
@@ -98,10 +107,7 @@ class LocalExecutor:
 
     def map(self, job: Job, items: Iterable[Any], *, on_result: OnResult | None = None) -> list[Any]:
         items = list(items)
-        store = ResultsFile(self.results, job, items)
-        for i, result in sorted(store.results.items()):
-            if on_result is not None:
-                on_result(i, result)
+        store = ResultsFile.opened(self.results, job, items, on_result)
         pending = store.pending(len(items))
         if pending:
             state = job.setup()
@@ -197,10 +203,7 @@ class RayExecutor:
 
     def map(self, job: Job, items: Iterable[Any], *, on_result: OnResult | None = None) -> list[Any]:
         items = list(items)
-        store = ResultsFile(self.results, job, items)
-        for i, result in sorted(store.results.items()):
-            if on_result is not None:
-                on_result(i, result)
+        store = ResultsFile.opened(self.results, job, items, on_result)
         queue = deque(store.pending(len(items)))
         if not queue:
             return store.ordered(len(items))

@@ -36,8 +36,8 @@ import numpy as np
 
 from gptrl.fileio import atomic_dir, read_json, sha256_file, write_json
 from gptrl.training.datasets import (
-    expert_labels,
     load_episodes,
+    play_episode,
     refuse_existing,
     store_dataset,
     use_datasets_path,
@@ -107,27 +107,19 @@ class DaggerRolloutJob:
         coins = np.random.default_rng([self.seed, i, COIN_SALT])
         obs, _ = env.reset(seed=self.seed + i)
         policy.reset(obs)
-        observations, actions, rewards, terms, truncs, expert_steps = [obs], [], [], [], [], 0
-        done = False
-        while not done:
-            if coins.random() < self.beta:
-                action = self.expert.act(obs)
-                policy.observe(obs, action)
+        expert_steps = 0
+
+        def act(o: np.ndarray) -> np.ndarray:
+            nonlocal expert_steps
+            if coins.random() < self.beta:  # the expert acts, and the student's cache records its action
                 expert_steps += 1
-            else:
-                action = policy.act(obs)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(float(reward))
-            terms.append(bool(terminated))
-            truncs.append(bool(truncated))
-            done = terminated or truncated
-        observations = np.asarray(observations, dtype=np.float64)
-        return {"id": i, "seed": self.seed + i, "observations": observations,
-                "actions": np.asarray(actions, dtype=np.float32), "rewards": rewards, "terminations": terms,
-                "truncations": truncs, "infos": {"expert_action": expert_labels(self.expert, observations)},
-                "expert_steps": expert_steps}
+                action = self.expert.act(o)
+                policy.observe(o, action)
+                return action
+            return policy.act(o)
+
+        episode = play_episode(env, obs, act, self.expert)
+        return {"id": i, "seed": self.seed + i, **episode, "expert_steps": expert_steps}
 
     def close(self, state) -> None:
         state[0].close()

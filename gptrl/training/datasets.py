@@ -74,25 +74,32 @@ class CollectJob:
     def run(self, env, i: int) -> dict:
         rng = np.random.default_rng([self.seed, i])
         obs, _ = env.reset(seed=self.seed + i)
-        observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
-        done = False
-        while not done:
-            action = behaviour_action(self.behaviour, obs, rng, self.noise_std)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(float(reward))
-            terminations.append(bool(terminated))
-            truncations.append(bool(truncated))
-            done = terminated or truncated
-        observations = np.asarray(observations, dtype=np.float64)
-        return {"id": i, "seed": self.seed + i, "observations": observations,
-                "actions": np.asarray(actions, dtype=np.float32), "rewards": rewards, "terminations": terminations,
-                "truncations": truncations,
-                "infos": {"expert_action": expert_labels(self.expert, observations)}}
+        return {"id": i, "seed": self.seed + i,
+                **play_episode(env, obs, lambda o: behaviour_action(self.behaviour, o, rng, self.noise_std),
+                               self.expert)}
 
     def close(self, env) -> None:
         env.close()
+
+
+def play_episode(env, obs: np.ndarray, act, expert: TeacherActor) -> dict:
+    """One episode from the reset observation ``obs``, each action ``act(obs)``, as a Minari episode's arrays with
+    every visited state labelled by ``expert`` (``infos["expert_action"]``)."""
+    observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
+    done = False
+    while not done:
+        action = act(obs)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(float(reward))
+        terminations.append(bool(terminated))
+        truncations.append(bool(truncated))
+        done = terminated or truncated
+    observations = np.asarray(observations, dtype=np.float64)
+    return {"observations": observations, "actions": np.asarray(actions, dtype=np.float32), "rewards": rewards,
+            "terminations": terminations, "truncations": truncations,
+            "infos": {"expert_action": expert_labels(expert, observations)}}
 
 
 def collect_episode_buffers(env_id: str, behaviour: TeacherActor, expert: TeacherActor, num_episodes: int,

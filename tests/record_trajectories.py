@@ -49,15 +49,14 @@ def record_episode(policy, env, seed: int, target: float | None) -> tuple[np.nda
 
 
 def record(bundle: Path) -> Path:
-    import gymnasium as gym
-
+    from gptrl.evaluation import make_env
     from gptrl.fileio import sha256_file
     from gptrl.provenance import provenance
     from gptrl.runtime import load_policy
 
     policy = load_policy(bundle)
     env_id = json.loads((bundle / "eval.json").read_text())["env_id"]
-    env = gym.make(env_id)
+    env = make_env(env_id)
     episodes = card_episodes(bundle)
     played = [record_episode(policy, env, seed, target) for seed, target in episodes]
     lengths = np.array([len(o) for o, _, _ in played])

@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--per-seed", type=int, default=800)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="weight and batch seeds, one run each")
+    parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -116,9 +118,11 @@ def main() -> None:
     print(f"frames: {len(data[0][1])} training, {len(data[1][1])} held out; heuristic labels "
           f"{np.bincount(data[0][1], minlength=3).tolist()} (stay, left, right)")
     rows = []
-    for name, (patch, pool) in DESIGNS.items():
-        rows.append(run(name, patch, pool, data, args.steps, args.batch, args.lr))
-        print(json.dumps(rows[-1]), flush=True)
+    for seed in args.seeds:
+        for name in args.designs:
+            patch, pool = DESIGNS[name]
+            rows.append({"seed": seed, **run(name, patch, pool, data, args.steps, args.batch, args.lr, seed)})
+            print(json.dumps(rows[-1]), flush=True)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
 

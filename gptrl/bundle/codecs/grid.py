@@ -16,10 +16,11 @@ The encoder (its weights are ``state_encoder.*`` in model.safetensors; shapes fr
    [features].
 
 ``patch = [1, cols]`` makes one token per screen row (row tokens, the default); ``[3, 9]`` square-ish patches.
-Position enters before the ReLU, so the pooled features still say where each character is. Why row tokens and max
-pooling: on ASCII Breakout's full screen, row tokens learned the paddle-follows-the-ball labels from single frames far
-better than 3 x 9 patches under either pooling, and the maximum learned sooner than the mean, which dilutes the few
-cells that change between frames (benchmarks/grid_encoders.py; docs/format.md quotes the numbers). No normaliser.
+Position enters before the ReLU, so the pooled features still say where each character is. Why max pooling: a
+frame differs from the next in a few cells, which a mean over the tokens dilutes; cloning the paddle-follows-the-ball
+heuristic from single ASCII Breakout frames, the mean-pooled encoders mostly stayed at the majority class and the
+max-pooled ones always learned (benchmarks/grid_encoders.py; docs/format.md quotes the numbers). Rows and 3 x 9
+patches did alike under the maximum; rows are the default as they fit any grid. No normaliser.
 A value outside the vocabulary is refused, naming the input, the value and its cell.
 """
 

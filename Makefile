@@ -102,11 +102,11 @@ dt-card: install
 # to bundles/<env id lowercased>/ with policy.onnx, then its card:  make ppo ENV=CartPole-v1
 ppo: install
 	$(PY) -m gptrl.training.ppo $(ENV) --publish $(ARGS)
-	$(PY) -m gptrl.training.ppo_card bundles/$(shell echo $(ENV) | tr A-Z a-z) --run runs/ppo/$(ENV) --num-envs 10
+	$(PY) -m gptrl.training.ppo_card bundles/$(shell echo $(ENV) | sed 's|.*/||' | tr A-Z a-z) --run runs/ppo/$(ENV) --num-envs 10
 
 # The card of a bundle `make ppo` published, measured again from its run:  make ppo-card ENV=CartPole-v1
 ppo-card: install
-	$(PY) -m gptrl.training.ppo_card bundles/$(shell echo $(ENV) | tr A-Z a-z) --run runs/ppo/$(ENV) --num-envs 10
+	$(PY) -m gptrl.training.ppo_card bundles/$(shell echo $(ENV) | sed 's|.*/||' | tr A-Z a-z) --run runs/ppo/$(ENV) --num-envs 10
 
 # The README's PPO tables and the masked-velocity plot from the cards, runs and baselines (docs/results/ppo-summary.json)
 ppo-report: install

@@ -132,3 +132,11 @@ def test_an_env_preset_sits_under_the_flags_given(monkeypatch, tmp_path):
     assert seen["args"].num_envs == preset["num_envs"] and seen["args"].lr == 0.002
     ppo.main(["--out", str(tmp_path), "CartPole-v1"])
     assert seen["args"] == ppo.Args()
+
+
+def test_a_grid_observation_trains_and_its_bundle_drops_the_namespace(tmp_path):
+    args = ppo.Args(total_timesteps=1024, num_envs=4, num_steps=64, eval_every=4, eval_episodes=1, d_model=16,
+                    num_layers=1, num_heads=1, context_length=4, chunk=8)
+    state = ppo.train("gptrl/AsciiBreakoutSmall-v0", tmp_path / "run", args, progress=False)
+    assert state["updates"][-1]["logp_error"] < 1e-5  # episode-end tokens hold the flat grid, as every token does
+    assert ppo.bundle_name("gptrl/AsciiBreakout-v0") == "asciibreakout-v0"

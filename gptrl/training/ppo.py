@@ -227,7 +227,8 @@ class Collector:
             reward[t], terminated[t], ended[t] = rew * args.reward_scale, term, term | trunc
             self.returns_now += rew
             for r in np.flatnonzero(ended[t] | (t == T - 1)):  # the next slot's token: the bootstrap value
-                _append(seq, r, given[r], actions[r], False, int(self.next_slot[r]), int(self.episode[r]), -1)
+                _append(seq, r, np.reshape(given[r], step.states[r].shape), actions[r], False,
+                        int(self.next_slot[r]), int(self.episode[r]), -1)  # the token's layout (a grid is flat)
             for r in np.flatnonzero(ended[t]):
                 self.finished.append(float(self.returns_now[r]))
                 self.returns_now[r], self.next_slot[r] = 0.0, 0
@@ -524,12 +525,18 @@ def plot_curve(history: list[dict], path: Path, title: str) -> Path:
     return plot_learning_curve(history, path, title=title)
 
 
+def bundle_name(env_id: str) -> str:
+    """A bundle folder's name for an env: its id without the namespace, lowercased (gptrl/AsciiBreakout-v0 ->
+    asciibreakout-v0)."""
+    return env_id.split("/")[-1].lower()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("env_id")
     p.add_argument("--out", type=Path, help="run folder (default runs/ppo/ENV)")
     p.add_argument("--publish", type=Path, nargs="?", const=True, default=None,
-                   help="copy the best candidate into a bundle folder (default bundles/<env id lowercased>)")
+                   help="copy the best candidate into a bundle folder (default bundles/BUNDLE_NAME, see bundle_name)")
     add_arguments(p, Args)
     p.set_defaults(**PRESETS.get(p.parse_known_args(argv)[0].env_id, {}))  # the env's preset, under any flag given
     a = p.parse_args(argv)
@@ -538,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
     state = train(a.env_id, out, args)
     print(f"best: {json.dumps(state['best'])}")
     if a.publish is not None:
-        dest = Path("bundles") / a.env_id.lower() if a.publish is True else a.publish
+        dest = Path("bundles") / bundle_name(a.env_id) if a.publish is True else a.publish
         print(f"published {loop.publish(out / 'best', dest)}; its card: python -m gptrl.training.ppo_card {dest}")
 
 

@@ -161,3 +161,33 @@ def spread_bundle(config, folder, seed: int = 0, spread: float = 0.3):
         for p in model.parameters():
             p.add_(spread * torch.randn(p.shape, generator=generator))
     return export_bundle(model, folder)
+
+
+def steps_on(runtime: str) -> int:
+    """Closed-loop steps per check: onnx.reference is a slow interpreter."""
+    return 20 if runtime == "onnx.reference" else 40
+
+
+def assert_step_graph_samples_alike(graphs: dict, config, runtime: str, world) -> None:
+    """The portable step graph on ``runtime``, driven as gptrl's runtime drives it, draws what gptrl's runtime
+    draws from the same uniforms (two rows, restarting as their episodes end)."""
+    from test_cross_runtime import RUNTIMES
+
+    from gptrl.runtime import load_policy
+
+    reference = load_policy(graphs["portable"], num_envs=2, positions="per_row")
+    worst, differ = closed_loop(reference, StepDriver(RUNTIMES[runtime](graphs["portable"]), config, 2), world,
+                                seed=3, steps=steps_on(runtime))
+    assert differ == 0 and worst < 1e-5, (runtime, worst, differ)
+
+
+def assert_stateful_graph_samples_alike(path, runtime: str, world) -> None:
+    """The stateful graph on ``runtime`` keeps its own state (zeros to begin, each state_out fed back as state_in)
+    and, given the uniforms gptrl's policy draws from its seeded generator, acts as that policy does."""
+    from test_cross_runtime import RUNTIMES, zero_state
+
+    from gptrl.runtime import load_policy
+
+    worst, differ = stateful_loop(load_policy(path, num_envs=2), RUNTIMES[runtime](path), zero_state(path, 2), world,
+                                  seed=11, steps=steps_on(runtime))
+    assert differ == 0 and worst < 1e-5, (runtime, worst, differ)

@@ -11,8 +11,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from sampling_loop import GymRows, StepDriver, closed_loop, seeded_draws, stateful_loop
-from test_cross_runtime import RUNTIMES, zero_state
+from sampling_loop import (
+    GymRows,
+    assert_stateful_graph_samples_alike,
+    assert_step_graph_samples_alike,
+    closed_loop,
+    seeded_draws,
+)
+from test_cross_runtime import RUNTIMES
 
 import gptrl
 from gptrl.bundle import load_bundle
@@ -113,18 +119,11 @@ def test_the_torch_runner_and_the_runtime_sample_alike(trained, graphs):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_the_step_graph_samples_identically_on_each_runtime(trained, graphs, runtime):
-    config = load_bundle(trained).config
-    reference = load_policy(graphs["portable"], num_envs=2, positions="per_row")
-    worst, differ = closed_loop(reference, StepDriver(RUNTIMES[runtime](graphs["portable"]), config, 2), GymRows(ENV),
-                                seed=3, steps=20 if runtime == "onnx.reference" else 40)
-    assert differ == 0 and worst < 1e-5, (runtime, worst, differ)
+    assert_step_graph_samples_alike(graphs, load_bundle(trained).config, runtime, GymRows(ENV))
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_the_stateful_graph_samples_identically_on_each_runtime(graphs, runtime):
     """Each runtime keeps its own state (zeros to begin, each state_out fed back as state_in) and is given the
     uniforms gptrl's policy draws from its seeded generator."""
-    path = graphs["stateful"]
-    worst, differ = stateful_loop(load_policy(path, num_envs=2), RUNTIMES[runtime](path), zero_state(path, 2),
-                                  GymRows(ENV), seed=11, steps=20 if runtime == "onnx.reference" else 40)
-    assert differ == 0 and worst < 1e-5, (runtime, worst, differ)
+    assert_stateful_graph_samples_alike(graphs["stateful"], runtime, GymRows(ENV))

@@ -14,8 +14,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from sampling_loop import GymRows, StepDriver, closed_loop, spread_bundle, stateful_loop
-from test_cross_runtime import RUNTIMES, zero_state
+from sampling_loop import (
+    GymRows,
+    assert_stateful_graph_samples_alike,
+    assert_step_graph_samples_alike,
+    closed_loop,
+    spread_bundle,
+)
+from test_cross_runtime import RUNTIMES
 
 import gptrl
 from gptrl.bundle import BundleError, load_bundle, make_config, parse_config
@@ -153,21 +159,14 @@ def test_the_torch_runner_and_the_runtime_sample_alike(bundle, graphs):
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_the_step_graph_samples_identically_on_each_runtime(bundle, graphs, runtime):
-    config = load_bundle(bundle).config
-    reference = load_policy(graphs["portable"], num_envs=2, positions="per_row")
-    worst, differ = closed_loop(reference, StepDriver(RUNTIMES[runtime](graphs["portable"]), config, 2), world(),
-                                seed=3, steps=20 if runtime == "onnx.reference" else 40)
-    assert differ == 0 and worst < 1e-5, (runtime, worst, differ)
+    assert_step_graph_samples_alike(graphs, load_bundle(bundle).config, runtime, world())
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_the_stateful_graph_samples_identically_on_each_runtime(graphs, runtime):
     """Each runtime keeps its own state (zeros to begin, each state_out fed back as state_in) and is given the
     uniforms gptrl's policy draws from its seeded generator; rows restart as their episodes end."""
-    path = graphs["stateful"]
-    worst, differ = stateful_loop(load_policy(path, num_envs=2), RUNTIMES[runtime](path), zero_state(path, 2),
-                                  world(), seed=11, steps=20 if runtime == "onnx.reference" else 40)
-    assert differ == 0 and worst < 1e-5, (runtime, worst, differ)
+    assert_stateful_graph_samples_alike(graphs["stateful"], runtime, world())
 
 
 def test_behaviour_cloning_learns_the_heuristic_from_frames():

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -79,7 +80,11 @@ class ResultsFile:
             if data.get("job") != self.job:
                 raise ValueError(f"{self.path}: holds results of another run (key 'job' is {data.get('job')!r} "
                                  f"there, {self.job!r} now); remove it or pick another results file")
-            self.done = {json.dumps(item, sort_keys=True): result for item, result in data["results"]}
+            pairs = data.get("results")
+            if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+                raise ValueError(f"{self.path}: key 'results' must be a list of [item, result] pairs; remove the "
+                                 "file or pick another results file")
+            self.done = {json.dumps(item, sort_keys=True): result for item, result in pairs}
 
     @property
     def results(self) -> dict[int, Any]:
@@ -132,6 +137,9 @@ class _Worker:
     def run(self, item: Any) -> Any:
         return self.job.run(self.state, item)
 
+    def close(self) -> None:
+        self.job.close(self.state)
+
 
 class RayExecutor:
     """A job's items spread over Ray actors (``num_workers`` of them, ``cpus_per_worker`` CPUs each).
@@ -169,7 +177,7 @@ class RayExecutor:
             return
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, **self.init_kwargs}
         if self.address is None and self.num_workers is not None:
-            kwargs.setdefault("num_cpus", max(1, round(self.num_workers * self.cpus_per_worker)))
+            kwargs.setdefault("num_cpus", max(1, math.ceil(self.num_workers * self.cpus_per_worker)))
         t = time.perf_counter()
         # "local": always a new instance of our own (address None would join whatever cluster RAY_ADDRESS or the
         # machine's last `ray start` names, and that one would not be ours to stop)
@@ -188,6 +196,11 @@ class RayExecutor:
             self._owns = False
 
     def _kill_workers(self, ray: Any) -> None:
+        """Close each worker's job (its env) where the worker still answers, then end it."""
+        try:
+            ray.get([w.close.remote() for w in self.workers], timeout=30)
+        except Exception:  # a dead or stuck worker: killed below all the same
+            pass
         for w in self.workers:
             try:
                 ray.kill(w, no_restart=True)
@@ -196,10 +209,13 @@ class RayExecutor:
         self.workers = []
 
     def _size(self, ray: Any, pending: int) -> int:
-        if self.num_workers is not None:
-            return min(self.num_workers, pending)
-        cpus = ray.cluster_resources().get("CPU", 1)
-        return max(1, min(pending, int(cpus // self.cpus_per_worker)))
+        """As many workers as asked (or as the cluster has CPUs for), but no more than its free CPUs can place now:
+        an actor Ray cannot place would hold its item forever."""
+        wanted = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
+        free = max(1, int(ray.available_resources().get("CPU", 0) // self.cpus_per_worker))
+        if wanted > free:
+            log.warning("%d workers asked for, but the cluster has free CPUs for %d now; using %d", wanted, free, free)
+        return max(1, min(pending, wanted, free))
 
     def map(self, job: Job, items: Iterable[Any], *, on_result: OnResult | None = None) -> list[Any]:
         items = list(items)

@@ -171,7 +171,7 @@ def render(bundle_dir: Path, result: dict, run: dict, baselines: dict, source: P
     per_update = cfg["num_envs"] * cfg["num_steps"]
     updates = run.get("updates") or []
     logp = max((u.get("logp_error", 0.0) for u in updates), default=None)
-    value = max((u.get("value_error", 0.0) for u in updates), default=None)
+    value = max((u["value_error"] for u in updates if "value_error" in u), default=None)  # none: a separate critic
     seconds = run["history"][-1]["seconds"]
     limit = result.get("max_steps_limit")
     lines = [
@@ -227,9 +227,10 @@ def render(bundle_dir: Path, result: dict, run: dict, baselines: dict, source: P
         f"env steps/s, held-out evaluations included) on {cfg['threads']} torch thread"
         f"{'s' if cfg['threads'] > 1 else ''}. The run records no machine of its own; this card was measured on "
         f"{_machine(result)} (the Measured-on line), where the baselines were trained too.",
-        (f"- Before every update the recomputed log-probabilities matched the rollout's within {logp:.2g} and the "
-         f"values within {value:.2g} (`ppo_history.json`, `logp_error` / `value_error`)." if logp is not None
-         else None),
+        (f"- Before every update the recomputed log-probabilities matched the rollout's within {logp:.2g}"
+         + (f" and the values within {value:.2g}" if value is not None else " (a separate critic: its values are "
+            "recomputed, not compared)")
+         + " (`ppo_history.json`, `logp_error` / `value_error`)." if logp is not None else None),
         f"- Every {cfg['eval_every']} updates ({cfg['eval_every'] * per_update:,} env steps) the candidate was "
         f"exported and evaluated on the ONNX runtime over {cfg['eval_episodes']} held-out seeds ({cfg['eval_seed']}.."
         f"{cfg['eval_seed'] + cfg['eval_episodes'] - 1}, never the seeds above); the best, the first to score "

@@ -152,11 +152,12 @@ def npm_packages(node_modules: Path) -> dict[str, dict]:
         installed = node_modules / package / "package.json"
         if not installed.is_file():
             raise FileNotFoundError(f"{installed}: missing; install the page's npm packages with `npm ci` in "
-                                    f"{node_modules.parent} (`make test` does where npm exists)")
+                                    f"{node_modules.parent} (`make test` does where npm exists), or pass "
+                                    "--node-modules DIR")
         versions[package] = json.loads(installed.read_text())
         if package in pins and pins[package] != versions[package]["version"]:
             raise BundleError(f"{installed}: version {versions[package]['version']}, {manifest} pins {pins[package]}; "
-                              f"run `npm ci` in {node_modules.parent}")
+                              f"run `npm ci` in {node_modules.parent}, or pass --node-modules DIR")
     return versions
 
 
@@ -201,7 +202,7 @@ def build_site(bundle_dir: str | Path, out: str | Path, *, overwrite: bool = Fal
                 path = node_modules / package / source
                 if not path.is_file():
                     raise FileNotFoundError(f"{path}: missing from the installed {package} {versions[package]}; "
-                                            f"run `npm ci` in {node_modules.parent}")
+                                            f"run `npm ci` in {node_modules.parent}, or pass --node-modules DIR")
                 (tmp / name).parent.mkdir(exist_ok=True)
                 (tmp / name).write_bytes(path.read_bytes())
         notice = {name: {key: p.get(key) for key in ("version", "license", "homepage")} for name, p in packages.items()}

@@ -55,8 +55,8 @@ def summary(bundles: Path = Path("bundles"), runs: Path = Path("runs/ppo"),
             for run in entry[algo]:  # the curve for the plot, where the run folder is here
                 result = baseline_runs / algo / env_id / f"seed{run['seed']}" / "result.json"
                 if result.is_file():
-                    run["curve"] = [{"step": p["step"], "train_return": p["return_mean"]}
-                                    for p in read_json(result)["curve"] if p.get("return_mean") is not None]
+                    run["curve"] = [{"step": p["step"], "train_return": p["train_return"]}
+                                    for p in read_json(result)["curve"] if p.get("train_return") is not None]
         if env_id in ZOO_PUBLISHED:
             mean, std, steps, zoo_id = ZOO_PUBLISHED[env_id]
             entry["zoo"] = {"return_mean": mean, "return_std": std, "budget": steps, "env": zoo_id}

@@ -76,6 +76,19 @@ def test_gae_bootstraps_a_truncation_but_not_a_termination():
     assert ret[1, 0] == pytest.approx(3.5)
 
 
+def test_a_lost_life_is_terminal_for_gae_only_where_asked():
+    ro = ppo.Rollout(states=[[]], actions=[[]], is_bos=[[]], slot=[[]], episode=[[]], step=[[]],
+                     latent=np.zeros((2, 1)), logp=np.zeros((2, 1), np.float32),
+                     value=np.array([[1.0], [1.0]], np.float32), reward=np.array([[1.0], [1.0]], np.float32),
+                     terminated=np.array([[False], [False]]), ended=np.array([[False], [False]]),
+                     cut=np.array([[True], [False]]))
+    adv, _ = ppo.advantages(ro, ro.value, np.full((2, 1), 5.0, np.float32), gamma=0.5, lam=0.9)
+    assert adv[0, 0] == pytest.approx(0.0)  # the life lost: no bootstrap and nothing from the steps after it
+    ro.cut = None
+    adv, _ = ppo.advantages(ro, ro.value, np.full((2, 1), 5.0, np.float32), gamma=0.5, lam=0.9)
+    assert adv[0, 0] == pytest.approx(2.5 + 0.5 * 0.9 * 2.5)
+
+
 def test_a_separate_critic_trains_its_own_weights(tmp_path):
     args = ppo.Args(total_timesteps=2048, num_envs=4, num_steps=128, eval_every=4, eval_episodes=2, seed=0,
                     critic="separate", **{k: SMALL[k] for k in ("d_model", "num_layers", "num_heads", "context_length")
@@ -140,3 +153,13 @@ def test_a_grid_observation_trains_and_its_bundle_drops_the_namespace(tmp_path):
     state = ppo.train("gptrl/AsciiBreakoutSmall-v0", tmp_path / "run", args, progress=False)
     assert state["updates"][-1]["logp_error"] < 1e-5  # episode-end tokens hold the flat grid, as every token does
     assert ppo.bundle_name("gptrl/AsciiBreakout-v0") == "asciibreakout-v0"
+
+
+def test_the_rollout_marks_lost_lives_on_breakout():
+    args = ppo.Args(num_envs=4, num_steps=128, d_model=16, num_layers=1, num_heads=1, context_length=4, chunk=8,
+                    life_loss_terminal=True)
+    collector = ppo.Collector("gptrl/AsciiBreakoutSmall-v0", ppo.build_model("gptrl/AsciiBreakoutSmall-v0", args),
+                              args, seed=0)
+    ro = collector.collect()
+    assert ro.cut.sum() > ro.ended.sum() > 0  # five lives an episode: more lives lost than episodes ended
+    assert not (ro.cut & ro.ended).any()  # the episode's end is its own terminal

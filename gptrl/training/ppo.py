@@ -84,6 +84,7 @@ class Args:
     num_heads: int = 2  # attention heads
     context_length: int = 16  # kv: cached tokens each step attends to
     max_episode_steps: int = 0  # the env's time limit (0: its registered one)
+    life_loss_terminal: bool = False  # a lost life (info["lives"] falls) is terminal for GAE; the episode goes on
     eval_every: int = 5  # updates between held-out evaluations of the candidate
     eval_episodes: int = 10  # held-out episodes per evaluation, seeds eval_seed onwards
     eval_seed: int = 1000  # first held-out seed (never 0..49: the model card's)
@@ -104,7 +105,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "BipedalWalker-v3": {"total_timesteps": 5_000_000, "num_envs": 16, "num_steps": 256, "num_minibatches": 8,
                          "lr": 3e-4, "eval_every": 20, "eval_episodes": 5},
     # gptrl's ASCII Breakout (gptrl/envs/breakout.py): a frame of character ids, one token a step (the grid encoder)
-    "gptrl/AsciiBreakoutSmall-v0": {"total_timesteps": 500_000, "ent_coef": 0.01, "lr": 3e-4, "eval_every": 10},
+    "gptrl/AsciiBreakoutSmall-v0": {"total_timesteps": 2_000_000, "ent_coef": 0.01, "lr": 3e-4, "eval_every": 10,
+                                    "life_loss_terminal": True},
 }
 
 
@@ -175,6 +177,7 @@ class Rollout:
     reward: np.ndarray  # [T, B]
     terminated: np.ndarray  # [T, B]
     ended: np.ndarray  # [T, B] terminated or truncated
+    cut: np.ndarray | None = None  # [T, B] a life lost (``life_loss_terminal``): terminal for GAE, the episode goes on
 
     @property
     def num_envs(self) -> int:
@@ -200,6 +203,7 @@ class Collector:
         self.episodes_begun = B
         self.returns_now = np.zeros(B)
         self.finished: list[float] = []  # returns of episodes that ended (for the progress line)
+        self.lives: np.ndarray | None = None  # each row's lives after the last step (life_loss_terminal)
 
     def collect(self) -> Rollout:
         args, runner, B, T = self.args, self.runner, self.args.num_envs, self.args.num_steps
@@ -211,7 +215,7 @@ class Collector:
         codec = runner.config.action
         latent = np.zeros((T, B, *codec.shape), np.int64 if codec.dtype == "int64" else np.float32)
         logp, value, reward = (np.zeros((T, B), np.float32) for _ in range(3))
-        terminated, ended = np.zeros((T, B), bool), np.zeros((T, B), bool)
+        terminated, ended, cut = np.zeros((T, B), bool), np.zeros((T, B), bool), np.zeros((T, B), bool)
         for t in range(T):
             given = self.obs
             actions, info = runner.act_with_info(given, deterministic=False)
@@ -223,8 +227,13 @@ class Collector:
                 _append(seq, r, *token, t)
                 self.history[r].append(token)
             self.next_slot += 1
-            self.obs, rew, term, trunc, _ = self.envs.step(actions)
+            self.obs, rew, term, trunc, info = self.envs.step(actions)
             reward[t], terminated[t], ended[t] = rew * args.reward_scale, term, term | trunc
+            if args.life_loss_terminal and "lives" in info:
+                lives = np.asarray(info["lives"])
+                if self.lives is not None:
+                    cut[t] = ~ended[t] & (lives < self.lives)
+                self.lives = lives
             self.returns_now += rew
             for r in np.flatnonzero(ended[t] | (t == T - 1)):  # the next slot's token: the bootstrap value
                 _append(seq, r, np.reshape(given[r], step.states[r].shape), actions[r], False,
@@ -240,7 +249,7 @@ class Collector:
             for r in range(B):
                 self.history[r] = self.history[r][-self.context:]
         return Rollout(**seq, latent=latent, logp=logp, value=value, reward=reward, terminated=terminated,
-                       ended=ended)
+                       ended=ended, cut=cut)
 
 
 def _append(seq: dict, r: int, state, action, is_bos: bool, slot: int, episode: int, step: int) -> None:
@@ -337,9 +346,10 @@ def advantages(ro: Rollout, value: np.ndarray, next_value: np.ndarray, gamma: fl
     T = len(ro.reward)
     adv = np.zeros_like(ro.reward)
     last = np.zeros(ro.num_envs, np.float32)
+    cut = ro.cut if ro.cut is not None else np.zeros_like(ro.ended)
     for t in range(T - 1, -1, -1):
-        delta = ro.reward[t] + gamma * next_value[t] * (1.0 - ro.terminated[t]) - value[t]
-        continues = (t < T - 1) & ~ro.ended[t]
+        delta = ro.reward[t] + gamma * next_value[t] * (1.0 - (ro.terminated[t] | cut[t])) - value[t]
+        continues = (t < T - 1) & ~ro.ended[t] & ~cut[t]
         last = delta + gamma * lam * continues * last
         adv[t] = last
     return adv, adv + value

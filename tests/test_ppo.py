@@ -4,6 +4,7 @@ rollout's before every update's first gradient step, a tiny CartPole run improve
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -135,6 +136,13 @@ def test_a_run_resumes_from_its_checkpoint_and_refuses_other_settings(tmp_path, 
     with pytest.raises(FileExistsError, match="checkpoint.pt"):
         ppo.train("CartPole-v1", out, ppo.Args(**{**SMALL, "num_steps": 32}, total_timesteps=3 * 96, lr=1e-2),
                   progress=False)
+    # a checkpoint made before a setting existed resumes under that setting's default, and only under it
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    del checkpoint["config"]["life_loss_terminal"]
+    torch.save(checkpoint, out / "checkpoint.pt")
+    assert ppo.train("CartPole-v1", out, args, progress=False)["update"] == 3  # finished: nothing more to do
+    with pytest.raises(FileExistsError, match="checkpoint.pt"):
+        ppo.train("CartPole-v1", out, replace(args, life_loss_terminal=True), progress=False)
 
 
 def test_an_env_preset_sits_under_the_flags_given(monkeypatch, tmp_path):

@@ -13,7 +13,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,10 @@ def resume(learner: Learner, cfg: Any, path: Path) -> dict[str, Any]:
     if not path.exists():
         return state
     saved = torch.load(path, weights_only=False, map_location=next(learner.model.parameters()).device)
-    if not same_run(saved["config"], asdict(cfg)) or any(saved.get(k) != v for k, v in learner.identity.items()):
+    # a setting added since the checkpoint was made reads as its default there (the run was made without it)
+    defaults = {f.name: f.default for f in fields(cfg) if f.default is not MISSING}
+    made_with = {**{k: v for k, v in defaults.items() if k not in saved["config"]}, **saved["config"]}
+    if not same_run(made_with, asdict(cfg)) or any(saved.get(k) != v for k, v in learner.identity.items()):
         raise FileExistsError(f"{path} was made with other settings; remove {path.parent} or pick another --out")
     learner.model.load_state_dict(saved["model"])
     learner.optimizer.load_state_dict(saved["optimizer"])

@@ -209,13 +209,14 @@ class RayExecutor:
         self.workers = []
 
     def _size(self, ray: Any, pending: int) -> int:
-        """As many workers as asked (or as the cluster has CPUs for), but no more than its free CPUs can place now:
-        an actor Ray cannot place would hold its item forever."""
-        wanted = self.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
-        free = max(1, int(ray.available_resources().get("CPU", 0) // self.cpus_per_worker))
-        if wanted > free:
-            log.warning("%d workers asked for, but the cluster has free CPUs for %d now; using %d", wanted, free, free)
-        return max(1, min(pending, wanted, free))
+        """As many workers as asked, but no more than the cluster has CPUs for: an actor Ray can never place would
+        hold its item forever. (CPUs busy with other work only delay an actor; the free count is not used, as
+        Ray frees a killed actor's CPU a moment after ``ray.kill`` returns.)"""
+        fits = max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
+        wanted = self.num_workers or fits
+        if wanted > fits:
+            log.warning("%d workers asked for, but the cluster has CPUs for %d; using %d", wanted, fits, fits)
+        return max(1, min(pending, wanted, fits))
 
     def map(self, job: Job, items: Iterable[Any], *, on_result: OnResult | None = None) -> list[Any]:
         items = list(items)

@@ -119,7 +119,8 @@ def plot_masked(data: dict[str, Any], out: Path) -> Path:
         ax.set_title(env_id)
         ax.set_xlabel("env steps")
         ax.set_ylabel("training episodes' return (last 20)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     try:
         return _save(fig, out)
     finally:

@@ -61,7 +61,8 @@ def test_the_bundle_is_a_clipped_gaussian_marked_as_gptrl_s_extension(bundle):
 
 def test_samples_are_clipped_gaussians_and_the_greedy_action_is_the_clipped_mean(graphs):
     """From the runtime's own outputs: each sample is clip(mean + std z) for the z its uniforms give (Box-Muller),
-    samples land on the bounds and inside them, and the greedy action is the clipped mean."""
+    its log-probability the density of the unclipped draw mean + std z, samples land on the bounds and inside them,
+    and the greedy action is the clipped mean."""
     policy = load_policy(graphs["attention"], num_envs=2, positions="per_row")
     rows, noise = world(), np.random.default_rng(4)  # the same stream as policy.seed(4)
     policy.seed(4)
@@ -75,7 +76,7 @@ def test_samples_are_clipped_gaussians_and_the_greedy_action_is_the_clipped_mean
         mean, log_std = info["dist"][:, :3], info["dist"][:, 3:]
         want = np.clip(mean + np.exp(log_std) * z, ACTION.low, ACTION.high)
         np.testing.assert_allclose(action, want, rtol=1e-5, atol=1e-5)
-        gaussian = -0.5 * ((action - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi)
+        gaussian = -0.5 * z ** 2 - log_std - 0.5 * np.log(2 * np.pi)  # at the draw, not at the clipped action
         np.testing.assert_allclose(info["log_prob"], gaussian.sum(1), rtol=1e-4, atol=1e-4)
         actions.append(action)
         obs, done = rows.step(action)

@@ -1,10 +1,12 @@
 """A Box action drawn from a Gaussian in env units and clipped to the bounds (``squash: "clip"``), as PPO's
 continuous policies act.
 
-Heads ``output_head.0`` (mean) and ``.1`` (log-std) are in env units. The action is clip(mean + std z, low, high);
-its log-probability is the Gaussian density at the action returned (so a learner recomputing it at the same action
-gets the same value). The action fed back is the clipped action scaled to [-1, 1] where both bounds are finite, and
-as it is elsewhere.
+Heads ``output_head.0`` (mean) and ``.1`` (log-std) are in env units. The latent is the unclipped draw mean + std z
+(the mean when greedy) and the action is clip(latent, low, high); the log-probability is the Gaussian density at the
+latent, as SB3's clipped Gaussian does. (The density at the clipped action, used before, makes PPO's ratio explode
+once a mean leaves the bounds: a draw pinned at a bound then changes its density by orders of magnitude with small
+moves of the mean; a BipedalWalker run diverged so.) The action fed back is the clipped action scaled to [-1, 1]
+where both bounds are finite, and as it is elsewhere.
 """
 
 from __future__ import annotations
@@ -68,15 +70,18 @@ class GaussianBox(BoxActionCodec):
         return ops.add(ops.mul(self._clip(ops, action), ops.const(scale)), ops.const(offset))
 
     def greedy_latent(self, ops: Ops, params: Array) -> Array:
-        return self._clip(ops, ops.slice(params, 0, self.size))
+        return ops.slice(params, 0, self.size)
 
     def sample_latent(self, ops: Ops, params: Array, uniform: Array) -> Array:
         a = self.size
         noise = ops.mul(ops.exp(ops.slice(params, a, 2 * a)), box_noise(ops, uniform, a))
-        return self._clip(ops, ops.add(ops.slice(params, 0, a), noise))
+        return ops.add(ops.slice(params, 0, a), noise)
+
+    def action_of(self, ops: Ops, latent: Array) -> Array:
+        return self._clip(ops, latent)
 
     def latent_log_prob(self, ops: Ops, params: Array, latent: Array) -> Array:
-        """The Gaussian density at the (clipped) action."""
+        """The Gaussian density at the latent (the unclipped draw)."""
         a = self.size
         return ops.sum(gaussian_log_density(ops, latent, ops.slice(params, 0, a), ops.slice(params, a, 2 * a)))
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from gptrl.bundle.codecs.base import ActionCodec
+from gptrl.bundle.codecs.ops import Array, Ops
 from gptrl.bundle.schema import LIMITS
 from gptrl.bundle.spaces import box_bounds, flat_size, json_bound, parse_bound
 
@@ -100,6 +101,12 @@ def bounds_problem(container: dict[str, Any], key: str, blocks: tuple[Continuous
     return None
 
 
+def box_noise(ops: Ops, uniform: Array, size: int) -> Array:
+    """Standard normal draws [..., size] from 2 x size uniforms in [0, 1) (Box-Muller: exact, and portable ops)."""
+    radius = ops.sqrt(ops.mul(ops.const(-2.0), ops.log(ops.sub(ops.const(1.0), ops.slice(uniform, 0, size)))))
+    return ops.mul(radius, ops.cos(ops.mul(ops.const(2 * math.pi), ops.slice(uniform, size, 2 * size))))
+
+
 @dataclass(frozen=True)
 class BoxActionCodec(ActionCodec):
     """What both Box action codecs share: continuous blocks told apart by their ``squash``, built from bounds or a
@@ -107,6 +114,16 @@ class BoxActionCodec(ActionCodec):
 
     blocks: tuple[ContinuousSpec, ...]
     squash: ClassVar[str]
+
+    # Both draw a Gaussian latent from heads (mean, log-std): the mean greedily, mean + std z sampled; each codec's
+    # action_of maps it to the action (tanh squashing or clipping).
+    def greedy_latent(self, ops: Ops, params: Array) -> Array:
+        return ops.slice(params, 0, self.size)
+
+    def sample_latent(self, ops: Ops, params: Array, uniform: Array) -> Array:
+        a = self.size
+        noise = ops.mul(ops.exp(ops.slice(params, a, 2 * a)), box_noise(ops, uniform, a))
+        return ops.add(ops.slice(params, 0, a), noise)
 
     @classmethod
     def matches(cls, spec: dict[str, Any]) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 from gptrl.bundle.codecs.base import as_rows, check_finite
 from gptrl.bundle.codecs.box import BoxActionCodec, bounds_of, parse_block
 from gptrl.bundle.codecs.ops import Array, Ops
-from gptrl.bundle.codecs.tanh_box import LOG_STD_RANGE, box_noise, gaussian_entropy, gaussian_log_density
+from gptrl.bundle.codecs.tanh_box import LOG_STD_RANGE, gaussian_entropy, gaussian_log_density
 
 if TYPE_CHECKING:  # pragma: no cover
     from gptrl.bundle.jsonreader import JsonReader
@@ -68,14 +68,6 @@ class GaussianBox(BoxActionCodec):
     def feedback(self, ops: Ops, action: Array) -> Array:
         scale, offset = self._scale()
         return ops.add(ops.mul(self._clip(ops, action), ops.const(scale)), ops.const(offset))
-
-    def greedy_latent(self, ops: Ops, params: Array) -> Array:
-        return ops.slice(params, 0, self.size)
-
-    def sample_latent(self, ops: Ops, params: Array, uniform: Array) -> Array:
-        a = self.size
-        noise = ops.mul(ops.exp(ops.slice(params, a, 2 * a)), box_noise(ops, uniform, a))
-        return ops.add(ops.slice(params, 0, a), noise)
 
     def action_of(self, ops: Ops, latent: Array) -> Array:
         return self._clip(ops, latent)

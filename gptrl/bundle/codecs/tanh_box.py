@@ -25,12 +25,6 @@ SPREAD_FIT_CLIP = 0.999  # behaviour actions are clipped this far inside the bou
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def box_noise(ops: Ops, uniform: Array, size: int) -> Array:
-    """Standard normal draws [..., size] from 2 x size uniforms in [0, 1) (Box-Muller: exact, and portable ops)."""
-    radius = ops.sqrt(ops.mul(ops.const(-2.0), ops.log(ops.sub(ops.const(1.0), ops.slice(uniform, 0, size)))))
-    return ops.mul(radius, ops.cos(ops.mul(ops.const(2 * math.pi), ops.slice(uniform, size, 2 * size))))
-
-
 def gaussian_log_density(ops: Ops, x: Array, mu: Array, log_std: Array) -> Array:
     """log N(x; mu, exp(log_std)) per entry."""
     z = ops.div(ops.sub(x, mu), ops.exp(log_std))
@@ -105,14 +99,6 @@ class TanhBox(BoxActionCodec):
 
     def feedback(self, ops: Ops, action: Array) -> Array:
         return self._pre(ops, action, 1.0 - ACTION_CLIP_EPS)
-
-    def greedy_latent(self, ops: Ops, params: Array) -> Array:
-        return ops.slice(params, 0, self.size)
-
-    def sample_latent(self, ops: Ops, params: Array, uniform: Array) -> Array:
-        a = self.size
-        noise = ops.mul(ops.exp(ops.slice(params, a, 2 * a)), box_noise(ops, uniform, a))
-        return ops.add(ops.slice(params, 0, a), noise)
 
     def action_of(self, ops: Ops, latent: Array) -> Array:
         return self._squash(ops, latent)

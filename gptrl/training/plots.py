@@ -18,8 +18,14 @@ def _figure():
 
 
 def _save(fig, out: Path) -> Path:
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    """Write the figure as a PNG (atomically) and close it, written or not."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -39,10 +45,7 @@ def plot_training(history: Sequence[dict], out: str | Path, *, loss_key: str = "
     right.errorbar(steps, means, yerr=stds, color="tab:orange", marker="s", ms=3, capsize=2)
     right.set_ylabel("held-out return", color="tab:orange")
     left.set_title(title or "training")
-    try:
-        return _save(fig, Path(out))
-    finally:
-        plt.close(fig)
+    return _save(fig, Path(out))
 
 
 def plot_returns(returns: Sequence[float], out: str | Path, *, seeds: Sequence[int] | None = None,
@@ -59,10 +62,7 @@ def plot_returns(returns: Sequence[float], out: str | Path, *, seeds: Sequence[i
     ax.set_ylabel("episode return")
     ax.set_title(title or "returns per seed")
     ax.legend(loc="lower right", fontsize=8)
-    try:
-        return _save(fig, Path(out))
-    finally:
-        plt.close(fig)
+    return _save(fig, Path(out))
 
 
 def plot_conditioning(targets: Sequence[float], means: Sequence[float], stds: Sequence[float], out: str | Path, *,
@@ -79,10 +79,7 @@ def plot_conditioning(targets: Sequence[float], means: Sequence[float], stds: Se
     ax.set_ylabel("achieved return")
     ax.set_title(title or "return conditioning")
     ax.legend(fontsize=8)
-    try:
-        return _save(fig, Path(out))
-    finally:
-        plt.close(fig)
+    return _save(fig, Path(out))
 
 
 def plot_rounds(rounds: Sequence[int], means: Sequence[float], stds: Sequence[float], falls: Sequence[int],
@@ -99,10 +96,7 @@ def plot_rounds(rounds: Sequence[int], means: Sequence[float], stds: Sequence[fl
     right.set_ylabel(f"falls in {episodes} episodes", color="tab:red")
     right.set_ylim(0, max(1, max(falls)) * 1.2)
     left.set_title(title or "DAgger")
-    try:
-        return _save(fig, Path(out))
-    finally:
-        plt.close(fig)
+    return _save(fig, Path(out))
 
 
 def plot_learning_curve(history: Sequence[dict], out: str | Path, *, title: str = "",
@@ -125,7 +119,4 @@ def plot_learning_curve(history: Sequence[dict], out: str | Path, *, title: str 
     ax.set_ylabel("episode return")
     ax.set_title(title or "learning curve")
     ax.legend(fontsize=8)
-    try:
-        return _save(fig, Path(out))
-    finally:
-        plt.close(fig)
+    return _save(fig, Path(out))

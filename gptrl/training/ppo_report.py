@@ -121,10 +121,7 @@ def plot_masked(data: dict[str, Any], out: Path) -> Path:
         ax.set_ylabel("training episodes' return (last 20)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    try:
-        return _save(fig, out)
-    finally:
-        plt.close(fig)
+    return _save(fig, out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,13 +52,14 @@ writes in plain Python (benchmarks/ascii_breakout.py measures it).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["BREAKOUT", "AsciiBreakout", "Layout", "heuristic_action"]
+__all__ = ["BREAKOUT", "AsciiBreakout", "Layout", "heuristic_action", "landing", "planner_action"]
 
 EMPTY, WALL_SIDE, WALL_TOP, CORNER = ord(" "), ord("|"), ord("-"), ord("+")
 BRICK_LEFT, BRICK, BRICK_RIGHT, PADDLE, BALL = ord("["), ord("#"), ord("]"), ord("="), ord("O")
@@ -306,6 +307,36 @@ def heuristic_action(obs: np.ndarray, paddle_width: int | None = None) -> int:
     if target < centre - 0.5:
         return LEFT
     if target > centre + 0.5:
+        return RIGHT
+    return STAY
+
+
+def landing(env: AsciiBreakout) -> tuple[int, int] | None:
+    """Where the ball will stand on the row above the paddle, moving down: (column, column direction), found by
+    stepping a copy of the game (bricks it breaks on the way included) with the paddle at rest, which cannot change
+    the ball's path before that row. None when the board clears first or the ball does not come down in time."""
+    sim = copy.copy(env)
+    sim._grid = bytearray(env._grid)
+    sim._view = np.frombuffer(sim._grid, np.uint8).reshape(env._view.shape)
+    L = env.layout
+    for _ in range(4 * L.rows * L.cols):
+        if sim.dr > 0 and sim.ball_r + 1 == L.paddle_row:
+            return sim.ball_c, sim.dc
+        if sim.step(STAY)[2]:
+            return None
+    return None
+
+
+def planner_action(env: AsciiBreakout) -> int:
+    """The privileged teacher: it reads the game's state (not the screen), plans where the ball comes down and moves
+    the paddle's centre under the column the ball enters the paddle row at, so the ball leaves on the centre, one
+    column a step (never the steep two that outrun the paddle). PPO's ``--teacher breakout-planner`` distils it."""
+    target = landing(env)
+    column = env.ball_c if target is None else target[0] + target[1]
+    centre = env.paddle + (env.layout.paddle_width - 1) / 2
+    if column < centre - 0.5:
+        return LEFT
+    if column > centre + 0.5:
         return RIGHT
     return STAY
 

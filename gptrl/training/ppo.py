@@ -43,7 +43,7 @@ import torch
 
 from gptrl.bundle import make_config
 from gptrl.bundle.codecs import action_for_space, observation_for_space
-from gptrl.envs import register
+from gptrl.envs import breakout, register
 from gptrl.exporter.causal.model import PolicyModel
 from gptrl.exporter.causal.runner import PolicyRunner
 from gptrl.exporter.init import init_weights
@@ -52,7 +52,7 @@ from gptrl.training import loop
 from gptrl.training.cliargs import add_arguments, from_namespace
 from gptrl.training.windows import cache_window
 
-__all__ = ["PRESETS", "Args", "Rollout", "main", "ppo_losses", "refresh_cache", "train"]
+__all__ = ["PRESETS", "TEACHERS", "Args", "Rollout", "main", "ppo_losses", "refresh_cache", "train"]
 
 
 @dataclass
@@ -85,6 +85,10 @@ class Args:
     context_length: int = 16  # kv: cached tokens each step attends to
     max_episode_steps: int = 0  # the env's time limit (0: its registered one)
     life_loss_terminal: bool = False  # a lost life (info["lives"] falls) is terminal for GAE; the episode goes on
+    teacher: str = ""  # kickstarting: a scripted teacher (TEACHERS) whose action at every visited state the policy
+    # is also trained to take, a cross-entropy term added to PPO's loss ("": none)
+    teacher_coef: float = 1.0  # the cross-entropy's weight at the start; it falls linearly to 0 ...
+    teacher_fraction: float = 0.5  # ... over this fraction of the run, which ends as plain PPO
     eval_every: int = 5  # updates between held-out evaluations of the candidate
     eval_episodes: int = 10  # held-out episodes per evaluation, seeds eval_seed onwards
     eval_seed: int = 1000  # first held-out seed (never 0..49: the model card's)
@@ -107,7 +111,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # gptrl's ASCII Breakout (gptrl/envs/breakout.py): a frame of character ids, one token a step (the grid encoder)
     "gptrl/AsciiBreakoutSmall-v0": {"total_timesteps": 2_000_000, "ent_coef": 0.01, "lr": 3e-4, "eval_every": 10,
                                     "life_loss_terminal": True},
+    # the full board: the same settings, kickstarted by the planner over the first half of the run, then plain PPO
+    "gptrl/AsciiBreakout-v0": {"total_timesteps": 2_000_000, "ent_coef": 0.01, "lr": 3e-4, "eval_every": 20,
+                               "life_loss_terminal": True, "teacher": "breakout-planner"},
 }
+
+
+# Scripted teachers for kickstarting (Schmitt et al. 2018, "Kickstarting Deep Reinforcement Learning"): each reads
+# one row's env (unwrapped) and returns the action it would take there.
+TEACHERS: dict[str, Any] = {"breakout-planner": breakout.planner_action}
 
 
 # ----------------------------------------------------------------------------- the model and the envs
@@ -178,6 +190,7 @@ class Rollout:
     terminated: np.ndarray  # [T, B]
     ended: np.ndarray  # [T, B] terminated or truncated
     cut: np.ndarray | None = None  # [T, B] a life lost (``life_loss_terminal``): terminal for GAE, the episode goes on
+    teacher: np.ndarray | None = None  # [T, B] the scripted teacher's action at each step (``--teacher``)
 
     @property
     def num_envs(self) -> int:
@@ -204,6 +217,9 @@ class Collector:
         self.returns_now = np.zeros(B)
         self.finished: list[float] = []  # returns of episodes that ended (for the progress line)
         self.lives: np.ndarray | None = None  # each row's lives after the last step (life_loss_terminal)
+        if args.teacher and args.teacher not in TEACHERS:
+            raise ValueError(f"--teacher {args.teacher!r}: one of {sorted(TEACHERS)}")
+        self.teacher = TEACHERS.get(args.teacher)
 
     def collect(self) -> Rollout:
         args, runner, B, T = self.args, self.runner, self.args.num_envs, self.args.num_steps
@@ -216,8 +232,11 @@ class Collector:
         latent = np.zeros((T, B, *codec.shape), np.int64 if codec.dtype == "int64" else np.float32)
         logp, value, reward = (np.zeros((T, B), np.float32) for _ in range(3))
         terminated, ended, cut = np.zeros((T, B), bool), np.zeros((T, B), bool), np.zeros((T, B), bool)
+        teacher = np.zeros((T, B), np.int64) if self.teacher else None
         for t in range(T):
             given = self.obs
+            if teacher is not None:
+                teacher[t] = [self.teacher(env.unwrapped) for env in self.envs.envs]
             actions, info = runner.act_with_info(given, deterministic=False)
             step, _, latent[t] = runner.last
             logp[t], value[t] = info["log_prob"], info["value"]
@@ -249,7 +268,7 @@ class Collector:
             for r in range(B):
                 self.history[r] = self.history[r][-self.context:]
         return Rollout(**seq, latent=latent, logp=logp, value=value, reward=reward, terminated=terminated,
-                       ended=ended, cut=cut)
+                       ended=ended, cut=cut, teacher=teacher)
 
 
 def _append(seq: dict, r: int, state, action, is_bos: bool, slot: int, episode: int, step: int) -> None:
@@ -311,6 +330,7 @@ class Batch:
     value: torch.Tensor
     advantage: torch.Tensor
     returns: torch.Tensor
+    teacher: torch.Tensor  # the scripted teacher's action (zeros without one)
 
     def take(self, index: torch.Tensor) -> Batch:
         return Batch(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
@@ -355,9 +375,11 @@ def advantages(ro: Rollout, value: np.ndarray, next_value: np.ndarray, gamma: fl
     return adv, adv + value
 
 
-def ppo_losses(model: PolicyModel, b: Batch, args: Args, critic: PolicyModel | None = None) -> dict[str, torch.Tensor]:
+def ppo_losses(model: PolicyModel, b: Batch, args: Args, critic: PolicyModel | None = None,
+               teacher_coef: float = 0.0) -> dict[str, torch.Tensor]:
     """The clipped surrogate, the (clipped) value loss and the entropy over the counted slots (the codec's
-    log-probability and entropy); the value is ``critic``'s where there is one."""
+    log-probability and entropy); the value is ``critic``'s where there is one. With ``teacher_coef`` > 0 the
+    teacher's cross-entropy (minus the log-probability of its action) is added with that weight."""
     out = model(b.states, b.actions, b.is_bos, positions=b.positions, attn_mask=b.attn_mask)
     values = out.value if critic is None else critic(b.states, b.actions, b.is_bos, positions=b.positions,
                                                        attn_mask=b.attn_mask).value
@@ -379,8 +401,12 @@ def ppo_losses(model: PolicyModel, b: Batch, args: Args, critic: PolicyModel | N
     with torch.no_grad():
         approx_kl = ((ratio - 1) - log_ratio).mean()
         clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
-    return {"loss": pg - args.ent_coef * entropy + args.vf_coef * v_loss, "pg": pg, "value": v_loss,
-            "entropy": entropy, "approx_kl": approx_kl, "clipfrac": clipfrac}
+    loss = pg - args.ent_coef * entropy + args.vf_coef * v_loss
+    stats = {"pg": pg, "value": v_loss, "entropy": entropy, "approx_kl": approx_kl, "clipfrac": clipfrac}
+    if teacher_coef > 0:
+        stats["teacher_ce"] = -codec.latent_log_prob(ops, out.params, b.teacher)[m].mean()
+        loss = loss + teacher_coef * stats["teacher_ce"]
+    return {"loss": loss, **stats}
 
 
 def make_batch(model: PolicyModel, ro: Rollout, args: Args,
@@ -414,13 +440,14 @@ def make_batch(model: PolicyModel, ro: Rollout, args: Args,
     check = {"logp_error": float(np.abs(logp[counted] - ro.logp[step, row][counted]).max())}
     if critic is None:  # the rollout's values are the shared trunk's
         check["value_error"] = float(np.abs(values[counted] - ro.value[step, row][counted]).max())
+    teacher = ro.teacher[step, row] if ro.teacher is not None else np.zeros(counted.shape, np.int64)
     batch = Batch(states, actions, is_bos, t(positions), t(attn), t(counted), t(latent), t(ro.logp[step, row]),
-                  t(value[step, row]), t(adv[step, row]), t(ret[step, row]))
+                  t(value[step, row]), t(adv[step, row]), t(ret[step, row]), t(teacher))
     return batch, check
 
 
 def update(model: PolicyModel, opt: torch.optim.Optimizer, ro: Rollout, args: Args,
-           critic: PolicyModel | None = None) -> dict[str, float]:
+           critic: PolicyModel | None = None, teacher_coef: float = 0.0) -> dict[str, float]:
     """PPO's passes over one rollout; returns the last minibatch's statistics and the pre-update check."""
     model.train()
     batch, check = make_batch(model, ro, args, critic)
@@ -435,7 +462,7 @@ def update(model: PolicyModel, opt: torch.optim.Optimizer, ro: Rollout, args: Ar
             mb = batch.take(order[start:start + size])
             if not mb.counted.any():
                 continue
-            stats = ppo_losses(model, mb, args, critic)
+            stats = ppo_losses(model, mb, args, critic, teacher_coef)
             opt.zero_grad(set_to_none=True)
             stats["loss"].backward()
             for module in (model, critic):
@@ -487,7 +514,7 @@ def train(env_id: str, out: Path, args: Args, progress: bool = True) -> dict[str
         for group in opt.param_groups:
             group["lr"] = loop.lr_at(state["update"], args.lr, 0, updates, 0.0) if args.anneal_lr else args.lr
         rollout = collector.collect()
-        stats = update(model, opt, rollout, args, critic)
+        stats = update(model, opt, rollout, args, critic, teacher_weight(args, state["update"], updates))
         state["update"] += 1
         state["step"] = state["update"] * per_update
         recent = collector.finished[-20:]
@@ -504,6 +531,14 @@ def train(env_id: str, out: Path, args: Args, progress: bool = True) -> dict[str
     bar.close()
     collector.envs.close()
     return state
+
+
+def teacher_weight(args: Args, update: int, updates: int) -> float:
+    """The teacher's cross-entropy weight at an update: ``teacher_coef`` falling linearly to 0 at
+    ``teacher_fraction`` of the run (0 without a teacher)."""
+    if not args.teacher or args.teacher_fraction <= 0:
+        return 0.0
+    return args.teacher_coef * max(0.0, 1.0 - update / (args.teacher_fraction * updates))
 
 
 def _write_candidate(model: PolicyModel, folder: Path) -> None:

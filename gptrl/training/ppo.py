@@ -112,7 +112,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gptrl/AsciiBreakoutSmall-v0": {"total_timesteps": 2_000_000, "ent_coef": 0.01, "lr": 3e-4, "eval_every": 10,
                                     "life_loss_terminal": True},
     # the full board: the same settings, kickstarted by the planner over the first half of the run, then plain PPO
-    "gptrl/AsciiBreakout-v0": {"total_timesteps": 2_000_000, "ent_coef": 0.01, "lr": 3e-4, "eval_every": 20,
+    "gptrl/AsciiBreakout-v0": {"total_timesteps": 1_500_000, "ent_coef": 0.01, "lr": 3e-4, "eval_every": 20,
                                "life_loss_terminal": True, "teacher": "breakout-planner"},
 }
 

@@ -6,7 +6,8 @@ steps/s.
 
 Anchors (issue 23, item 3): the mean return and bricks cleared over seeds 0..49 (the model cards' protocol, the
 registered time limit) of a uniformly random policy (its generator seeded with the episode's seed) and of the
-scripted heuristic ``gptrl.envs.breakout.heuristic_action`` (the paddle follows the ball's column).
+scripted heuristic ``gptrl.envs.breakout.heuristic_action`` (the paddle follows the ball's column), played by
+``gptrl.training.breakout_anchors.scripted`` (which also writes the card's anchors, the planner's among them).
 
 Usage: ``python benchmarks/ascii_breakout.py [--steps N] [--episodes 50] [--out results.json]``."""
 
@@ -21,7 +22,8 @@ import gymnasium as gym
 import numpy as np
 
 from gptrl.envs import BREAKOUT, register
-from gptrl.envs.breakout import AsciiBreakout, heuristic_action
+from gptrl.envs.breakout import AsciiBreakout
+from gptrl.training.breakout_anchors import scripted
 
 
 def steps_per_second(env, steps: int, seed: int = 0) -> float:
@@ -33,26 +35,6 @@ def steps_per_second(env, steps: int, seed: int = 0) -> float:
         if terminated or truncated:
             env.reset()
     return steps / (time.perf_counter() - start)
-
-
-def anchor(env_id: str, policy: str, episodes: int) -> dict:
-    """Mean (and population std) return, bricks cleared and length over seeds 0..episodes-1."""
-    env = gym.make(env_id)
-    returns, bricks, lengths = [], [], []
-    for seed in range(episodes):
-        rng = np.random.default_rng(seed)
-        obs, info = env.reset(seed=seed)
-        total, n, start = 0.0, 0, info["bricks"]
-        while True:
-            action = int(rng.integers(3)) if policy == "random" else heuristic_action(obs)
-            obs, reward, terminated, truncated, info = env.step(action)
-            total, n = total + reward, n + 1
-            if terminated or truncated:
-                break
-        returns.append(total), bricks.append(start - info["bricks"]), lengths.append(n)
-    return {"env": env_id, "policy": policy, "episodes": episodes, "return_mean": float(np.mean(returns)),
-            "return_std": float(np.std(returns)), "bricks_mean": float(np.mean(bricks)),
-            "length_mean": float(np.mean(lengths)), "ceiling": env.unwrapped.layout.ceiling}
 
 
 def main() -> None:
@@ -74,9 +56,10 @@ def main() -> None:
             print(f"{env_id:30s} {name:10s} {best:24,.0f}")
             results["speed"].append({"env": env_id, "wrappers": name, "steps_per_s": round(best)})
     print(f"\nanchors, seeds 0..{args.episodes - 1}:")
-    for env_id in BREAKOUT:
+    for env_id, (layout, _) in BREAKOUT.items():
         for policy in ("random", "heuristic"):
-            row = anchor(env_id, policy, args.episodes)
+            row = {"env": env_id, **scripted(env_id, policy, args.episodes), "ceiling": layout.ceiling}
+            del row["returns"]
             results["anchors"].append(row)
             print(f"{env_id:30s} {policy:10s} return {row['return_mean']:7.1f} +- {row['return_std']:6.1f} of "
                   f"{row['ceiling']:.0f}, bricks {row['bricks_mean']:5.1f}, length {row['length_mean']:7.1f}")

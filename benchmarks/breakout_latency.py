@@ -2,10 +2,10 @@
 ASCII Breakout's full 24 x 81 screen (the stateful graph: one frame -> one token through the row encoder, then the
 causal policy against its KV cache) against the seed's design, the RL-driven nanoGPT system (issue 23, item 4): a
 nanoGPT of 6 layers, 6 heads, d 96 that reads the frame's 1944 characters as its sequence every step, the last
-token's state feeding the policy and value heads. The seed's network is written here from its description (token
-and learned position embeddings, pre-LayerNorm causal blocks, GELU MLP of 4 x d), exported by torch's ONNX exporter
-and run by the same onnxruntime; its weights are random (latency does not depend on them). Both are timed in one
-process, alternating, on the same frames. Usage: ``python benchmarks/breakout_latency.py [--steps N]``.
+token's state feeding the policy and value heads. The seed's network (``gptrl.training.seed_design.SeedPolicy``,
+written from its description) is exported by torch's ONNX exporter and run by the same onnxruntime; its weights are
+random (latency does not depend on them). Both are timed in one process, alternating, on the same frames. Usage:
+``python benchmarks/breakout_latency.py [--steps N]``.
 """
 
 from __future__ import annotations
@@ -20,47 +20,15 @@ import gymnasium as gym
 import numpy as np
 import onnxruntime as ort
 import torch
-from torch import nn
 
 from gptrl.bundle import make_config
 from gptrl.bundle.codecs import Discrete, observation_for_space
 from gptrl.envs import register
 from gptrl.envs.breakout import heuristic_action
+from gptrl.training.seed_design import SeedPolicy
 
 ENV = "gptrl/AsciiBreakout-v0"
 OURS = dict(network="gpt2", context_length=16, d_model=64, num_layers=2, num_heads=2)  # PPO's defaults
-
-
-class Block(nn.Module):
-    def __init__(self, d: int, heads: int):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.ln1(x)
-        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-        return x + self.mlp(self.ln2(x))
-
-
-class SeedPolicy(nn.Module):
-    """The seed's network: 1944 character tokens -> nanoGPT -> the last token -> policy logits and value."""
-
-    def __init__(self, length: int = 1944, vocab: int = 128, d: int = 96, layers: int = 6, heads: int = 6):
-        super().__init__()
-        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(length, d)
-        self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
-        self.ln = nn.LayerNorm(d)
-        self.policy, self.value = nn.Linear(d, 3), nn.Linear(d, 1)
-        self.register_buffer("mask", torch.triu(torch.full((length, length), float("-inf")), 1))
-
-    def forward(self, ids: torch.Tensor):
-        x = self.tok(ids) + self.pos.weight[None]
-        for block in self.blocks:
-            x = block(x, self.mask)
-        h = self.ln(x[:, -1])
-        return self.policy(h), self.value(h)[:, 0]
 
 
 def frames(count: int) -> np.ndarray:

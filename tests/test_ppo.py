@@ -171,3 +171,47 @@ def test_the_rollout_marks_lost_lives_on_breakout():
     ro = collector.collect()
     assert ro.cut.sum() > ro.ended.sum() > 0  # five lives an episode: more lives lost than episodes ended
     assert not (ro.cut & ro.ended).any()  # the episode's end is its own terminal
+
+
+def test_the_rollout_records_the_teachers_action_at_each_state():
+    args = ppo.Args(num_envs=2, num_steps=64, d_model=16, num_layers=1, num_heads=1, context_length=4, chunk=8,
+                    teacher="breakout-planner")
+    env_id = "gptrl/AsciiBreakoutSmall-v0"
+    collector = ppo.Collector(env_id, ppo.build_model(env_id, args), args, seed=0)
+    seen = []
+    teacher = ppo.TEACHERS["breakout-planner"]
+    ppo.TEACHERS["breakout-planner"] = lambda env: seen.append(teacher(env)) or seen[-1]
+    try:
+        collector.teacher = ppo.TEACHERS["breakout-planner"]
+        ro = collector.collect()
+    finally:
+        ppo.TEACHERS["breakout-planner"] = teacher
+    assert ro.teacher.shape == (64, 2) and ro.teacher.ravel().tolist() == seen  # step-major, one call per row
+    assert set(seen) == {0, 1, 2}
+    with pytest.raises(ValueError, match="--teacher 'nobody'"):
+        ppo.Collector(env_id, ppo.build_model(env_id, args), replace(args, teacher="nobody"), seed=0)
+
+
+def test_the_teachers_weight_falls_to_zero_and_kickstarting_moves_the_policy_to_it():
+    args = ppo.Args(num_envs=4, num_steps=64, d_model=16, num_layers=1, num_heads=1, context_length=4, chunk=8,
+                    teacher="breakout-planner", teacher_coef=2.0, teacher_fraction=0.5, lr=3e-3, seed=1)
+    assert [ppo.teacher_weight(args, u, 10) for u in (0, 2, 5, 9)] == [2.0, 1.2, 0.0, 0.0]
+    assert ppo.teacher_weight(replace(args, teacher=""), 0, 10) == 0.0
+    env_id = "gptrl/AsciiBreakoutSmall-v0"
+    torch.manual_seed(1)
+    model = ppo.build_model(env_id, args)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    collector = ppo.Collector(env_id, model, args, seed=1)
+    held = collector.collect()  # fixed states and the teacher's actions at them
+
+    def cross_entropy() -> float:
+        with torch.no_grad():
+            return float(ppo.ppo_losses(model, ppo.make_batch(model, held, args)[0], args, teacher_coef=1.0)
+                         ["teacher_ce"])
+
+    before = cross_entropy()
+    for _ in range(6):
+        ppo.update(model, opt, collector.collect(), args, teacher_coef=2.0)
+    assert cross_entropy() < before - 0.1, (before, cross_entropy())  # it takes the teacher's actions more often
+    stats = ppo.update(model, opt, collector.collect(), args, teacher_coef=0.0)
+    assert "teacher_ce" not in stats  # plain PPO once the weight is 0

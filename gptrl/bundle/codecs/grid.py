@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_EMBED, MAX_FEATURES = 4096, 16_384
 
 
-POOLS = ("max", "mean", "concat")
+POOLS = ("max", "mean")
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class Grid(ObservationEncoder):
 
     @property
     def width(self) -> int:
-        return self.feature_dim * (self.patches[0] * self.patches[1] if self.pool == "concat" else 1)
+        return self.feature_dim
 
     @property
     def patches(self) -> tuple[int, int]:
@@ -157,7 +157,7 @@ class Grid(ObservationEncoder):
         position = ops.add(ops.take(params["row_position"], np.repeat(np.arange(pr), pc)),
                            ops.take(params["col_position"], np.tile(np.arange(pc), pr)))  # [patches, features]
         tokens = ops.add(ops.add(ops.matmul(cells, params["patch_proj"]), params["patch_bias"]), position)
-        pooled = {"max": ops.max_tokens, "mean": ops.mean_tokens, "concat": ops.merge_last2}[self.pool]
+        pooled = ops.max_tokens if self.pool == "max" else ops.mean_tokens
         return pooled(ops.relu(tokens))
 
     def check(self, value: Any, num_envs: int, what: str = "observation") -> tuple[np.ndarray, bool]:

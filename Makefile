@@ -9,7 +9,7 @@ GPTRL_EDITABLE := $(PIP) install --no-deps --no-build-isolation --editable .
 
 DEMO_BUNDLE ?= bundles/hopper-v5
 
-.PHONY: install install-runtime lock test lint demo verify-cards export bench bench-edge soak teacher data train dagger card dt-train dt-card ppo ppo-card baseline bench-ppo bench-ray clean
+.PHONY: install install-runtime lock test lint demo verify-cards export bench bench-edge soak teacher data train dagger card dt-train dt-card ppo ppo-card breakout-ablation breakout-anchors baseline bench-ppo bench-ray clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -107,6 +107,14 @@ ppo: install
 # The card of a bundle `make ppo` published, measured again from its run:  make ppo-card ENV=CartPole-v1
 ppo-card: install
 	$(PY) -m gptrl.training.ppo_card bundles/$(shell echo $(ENV) | sed 's|.*/||' | tr A-Z a-z) --run runs/ppo/$(ENV) --num-envs 10
+
+# ASCII Breakout's context-1 ablation (the bundle's preset, one step of cache; not published), then the anchors of
+# its card (random, heuristic, planner, the ablation, the seed design's cost): docs/results/breakout-anchors.json
+breakout-ablation: install
+	$(PY) -m gptrl.training.ppo gptrl/AsciiBreakout-v0 --context-length 1 --out runs/ppo/gptrl/AsciiBreakout-v0-context1
+
+breakout-anchors: install
+	$(PY) -m gptrl.training.breakout_anchors
 
 # The README's PPO tables and the masked-velocity plot from the cards, runs and baselines (docs/results/ppo-summary.json)
 ppo-report: install

@@ -93,3 +93,37 @@ def test_a_run_of_another_env_is_refused(tmp_path):
         ppo_card.write_card(bundle, checkpoint_only, episodes=2)
     assert (bundle / "README.md").read_bytes() == before and sorted(p.name for p in bundle.iterdir()) == sorted(
         p.name for p in CARTPOLE.iterdir())
+
+
+def test_the_breakout_card_sits_beside_its_anchors_and_says_the_goal(tmp_path):
+    """A tiny grid policy standing in for the ASCII Breakout bundle: the card shows the anchors' rows (the seed
+    design's cost, not a score), bricks cleared, and the issue's goal against the heuristic."""
+    from gptrl.exporter import export_bundle, export_onnx
+    from gptrl.training import ppo
+
+    env_id = "gptrl/AsciiBreakout-v0"
+    args = ppo.Args(d_model=16, num_layers=1, num_heads=1, context_length=4)
+    bundle = export_bundle(ppo.build_model(env_id, args), tmp_path / "asciibreakout-v0")
+    export_onnx(bundle)
+    run = _run(tmp_path, env_id)
+    row = {"return_mean": 838.8, "return_std": 227.8, "bricks_mean": 80.5, "cleared_boards": 34, "length_mean": 1.0,
+           "returns": [838.8] * 50}
+    anchors = {"env_id": env_id, "anchors": [
+        {"policy": "random", **row, "return_mean": 4.8}, {"policy": "heuristic", **row},
+        {"policy": "context-1", **row, "return_mean": 300.0, "command": "gptrl eval x", "run": "r", "best_step": 10,
+         "env_steps": 20},
+        {"policy": "seed design", "forward_s": 0.17, "minibatch_s": 50.0, "update_s": 8000.0, "budget": 1_200_000,
+         "days_for_budget": 108.5}]}
+    path = tmp_path / "anchors.json"
+    path.write_text(json.dumps(anchors))
+    ppo_card.write_card(bundle, run, tmp_path / "absent.json", episodes=2, anchors_json=path)
+    card = (bundle / "README.md").read_text()
+    assert "### Beside the anchors" in card and "### Beside the baselines" not in card and "SB3" not in card
+    assert "| scripted heuristic: the paddle follows the ball | none (one frame) | - | 838.80 +- 227.80 | 80.5 | " \
+           "34 of 50 |" in card
+    assert "| ablation: gptrl PPO, same preset, `--context-length 1` | none (one frame) | 20 | 300.00 +- " in card
+    assert "would take 108 days" in card and "make breakout-anchors" in card
+    assert "Goal (issue 23): a mean of at least 768 (80% of the ceiling) and above the heuristic (838.80): " \
+           "**not met**" in card
+    ppo_card.write_card(bundle, run, tmp_path / "absent.json", episodes=2, anchors_json=tmp_path / "none.json")
+    assert "The anchors were not measured yet" in (bundle / "README.md").read_text()

@@ -36,6 +36,9 @@ ZOO_PUBLISHED = {"CartPole-v1": (500.0, 0.0, 100_000, "CartPole-v1"),
 GOALS = {"CartPole-v1": (500.0, 100_000), "Acrobot-v1": (-73.5, 1_000_000), "LunarLander-v3": (250.0, 1_000_000),
          "BipedalWalker-v3": (290.0, 5_000_000), "CartPoleNoVel-v1": (500.0, 100_000),
          "LunarLanderNoVel-v3": (200.0, None)}
+# Issue 23's: 80% of ASCII Breakout's ceiling of 960, and above the scripted heuristic (the anchors' row).
+BREAKOUT_GOAL = ("gptrl/AsciiBreakout-v0", 768.0)
+ABLATION_RUN = "runs/ppo/gptrl/AsciiBreakout-v0-context1"  # the context-1 ablation's run (breakout_anchors' default)
 ALGO_NAMES = {"ppo": "SB3 PPO (MLP, no memory)", "recurrent-ppo": "sb3-contrib RecurrentPPO (LSTM)"}
 GIF_STEPS, GIF_EVERY = 600, 3  # the GIF: the first steps of seed 0, every third frame (a few hundred KB)
 
@@ -80,8 +83,12 @@ def _baselines(env_id: str, baselines_json: Path | None) -> tuple[dict[str, list
 
 
 def _expected_algos(env_id: str, found: dict) -> list[str]:
-    """The baselines the card shows: SB3 PPO everywhere, RecurrentPPO on the masked envs (and wherever it was run)."""
-    return ["ppo"] + (["recurrent-ppo"] if "NoVel" in env_id or "recurrent-ppo" in found else [])
+    """The baselines the card shows: SB3 PPO on the envs with a budget in ``baselines.BUDGETS`` (issue 22's), and
+    RecurrentPPO on the masked ones; any other that was run."""
+    from gptrl.training.baselines import BUDGETS
+
+    return [a for a in ("ppo", "recurrent-ppo") if a in found or (env_id in BUDGETS and (a == "ppo" or "NoVel" in
+                                                                                       env_id))]
 
 
 def comparison(env_id: str, result: dict, run: dict, baselines: dict[str, list[dict]],
@@ -123,7 +130,63 @@ def comparison(env_id: str, result: dict, run: dict, baselines: dict[str, list[d
     return text
 
 
-def goal_line(env_id: str, result: dict, run: dict) -> str:
+def anchors_table(env_id: str, result: dict, run: dict, anchors: dict | None) -> list[str]:
+    """ASCII Breakout's card: the bundle beside the anchors of ``gptrl.training.breakout_anchors`` (random, the
+    heuristic, the planner, the context-1 ablation and the seed design's cost), all on the card's seeds."""
+    from gptrl.training.breakout_anchors import bricks_cleared
+
+    if anchors is None or anchors.get("env_id") != env_id:
+        return ["", "The anchors were not measured yet: `make breakout-anchors` (docs/results/breakout-anchors.json), "
+                "then this card again.", ""]
+    import gymnasium as gym
+
+    from gptrl.envs import register
+
+    register()
+    layout = gym.make(env_id).unwrapped.layout
+    seeds = f"{result['seeds'][0]}..{result['seeds'][1]}"
+    cleared = [bricks_cleared(r, layout.bricks) for r in result["returns"]]
+    lines = ["", f"| policy | memory | env steps | return on seeds {seeds} (mean +- std) | bricks cleared (of "
+             f"{layout.bricks}) | boards cleared |", "|---|---|---|---|---|---|",
+             f"| gptrl PPO, this bundle | KV cache of {run['config']['context_length']} steps | {run['step']:,} | "
+             f"{result['return_mean']:.2f} +- {result['return_std']:.2f} | {sum(cleared) / len(cleared):.1f} | "
+             f"{sum(c == layout.bricks for c in cleared)} of {len(cleared)} |"]
+    names = {"random": ("uniformly random actions", "-", "-"),
+             "heuristic": ("scripted heuristic: the paddle follows the ball", "none (one frame)", "-"),
+             "planner": ("scripted planner, the kickstarting teacher (reads the game's state)", "the game's state",
+                         "-"),
+             "context-1": ("ablation: gptrl PPO, same preset, `--context-length 1`", "none (one frame)", None)}
+    notes = []
+    for row in anchors["anchors"]:
+        policy = row["policy"]
+        if policy == "seed design":
+            lines.append("| the seed's design: nanoGPT over the frame's 1944 characters | none (one frame) | not "
+                         "trained (below) | - | - | - |")
+            notes.append(f"The seed's design was timed, not trained: one PPO update at its settings (1 env, rollout "
+                         f"1024, 10 epochs, minibatch 64) costs {row['update_s']:,.0f} s on this machine's core "
+                         f"({row['forward_s'] * 1e3:,.0f} ms a frame's forward, {row['minibatch_s']:,.1f} s a "
+                         f"minibatch's forward, backward and step), so this bundle's budget of {row['budget']:,} "
+                         f"steps would take {row['days_for_budget']:,.0f} days; `gptrl.training.seed_design`.")
+            continue
+        label, memory, steps = names[policy]
+        if policy == "context-1":
+            steps = f"{row['env_steps']:,}"
+            notes.append(f"The ablation is `{row['command']}` on its run's best held-out candidate ({row['run']}, "
+                         f"at {row['best_step']:,} of {row['env_steps']:,} steps).")
+        lines.append(f"| {label} | {memory} | {steps} | {row['return_mean']:.2f} +- {row['return_std']:.2f} | "
+                     f"{row['bricks_mean']:.1f} | {row['cleared_boards']} of {len(row['returns'])} |")
+    return ["", *lines, "", "Anchors from `docs/results/breakout-anchors.json` (`make breakout-anchors`), measured "
+            "with the card's protocol. " + " ".join(notes), ""]
+
+
+def goal_line(env_id: str, result: dict, run: dict, anchors: dict | None = None) -> str:
+    if env_id == BREAKOUT_GOAL[0]:
+        heuristic = next((r["return_mean"] for r in (anchors or {}).get("anchors", []) if r["policy"] == "heuristic"),
+                         None)
+        met = result["return_mean"] >= BREAKOUT_GOAL[1] and heuristic is not None and result["return_mean"] > heuristic
+        return (f"Goal (issue 23): a mean of at least {BREAKOUT_GOAL[1]:g} (80% of the ceiling) and above the "
+                f"heuristic ({'not measured' if heuristic is None else f'{heuristic:.2f}'}): "
+                + ("met." if met else f"**not met** ({result['return_mean']:.2f})."))
     if env_id not in GOALS:
         return ""
     target, within = GOALS[env_id]
@@ -163,7 +226,7 @@ def _command(env_id: str, cfg: dict) -> str:
 
 
 def render(bundle_dir: Path, result: dict, run: dict, baselines: dict, source: Path | None, media: list[str],
-           same_weights: bool) -> str:
+           same_weights: bool, anchors: dict | None = None) -> str:
     bundle = load_bundle(bundle_dir)
     c, m = bundle.config, bundle.config.model
     env_id, cfg, best = c.env_id, run["config"], run["best"]
@@ -193,11 +256,11 @@ def render(bundle_dir: Path, result: dict, run: dict, baselines: dict, source: P
         f"{result['length_std']:.1f} | {min(result['returns']):.1f} / {max(result['returns']):.1f} |",
         "",
         provenance_line(result),
-        goal_line(env_id, result, run) or None,
+        goal_line(env_id, result, run, anchors) or None,
         "Per-episode returns are in `eval.json`.",
         "",
-        "### Beside the baselines",
-        *comparison(env_id, result, run, baselines, source),
+        *(["### Beside the anchors", *anchors_table(env_id, result, run, anchors)] if env_id == BREAKOUT_GOAL[0]
+          else ["### Beside the baselines", *comparison(env_id, result, run, baselines, source)]),
         "",
         *media,
         "## Architecture",
@@ -251,8 +314,10 @@ def render(bundle_dir: Path, result: dict, run: dict, baselines: dict, source: P
         "",
         "```",
         f"{_command(env_id, cfg)[1]}          # {_command(env_id, cfg)[0]}, then ppo-card",
-        *[f"make baseline ENV={env_id} ALGO={algo} SEED=0" for algo in _expected_algos(env_id, baselines)],
-        "python -m gptrl.training.baselines --collect   # docs/results/ppo-baselines.json",
+        *(["make breakout-ablation     # the context-1 ablation's run, " + ABLATION_RUN,
+           "make breakout-anchors      # docs/results/breakout-anchors.json"] if env_id == BREAKOUT_GOAL[0] else
+          [*[f"make baseline ENV={env_id} ALGO={algo} SEED=0" for algo in _expected_algos(env_id, baselines)],
+           "python -m gptrl.training.baselines --collect   # docs/results/ppo-baselines.json"]),
         f"make ppo-card ENV={env_id}     # this file, eval.json and the media",
         "```",
         "",
@@ -300,7 +365,7 @@ def _media(bundle_dir: Path, env_id: str, result: dict, run: dict, baselines: di
 
 
 def write_card(bundle: str | Path, run_dir: str | Path, baselines_json: str | Path | None = None, *,
-               num_envs: int = 1, episodes: int = 50) -> dict:
+               num_envs: int = 1, episodes: int = 50, anchors_json: str | Path | None = None) -> dict:
     """Measure ``bundle`` (``episodes`` greedy episodes on seeds 0.., 50 for a card; fewer only in tests) and write
     its README.md, eval.json, ppo_history.json and media from the PPO run ``run_dir``; returns the measurement. The
     run must have trained the bundle's env."""
@@ -319,7 +384,10 @@ def write_card(bundle: str | Path, run_dir: str | Path, baselines_json: str | Pa
     write_json(bundle_dir / "eval.json", result)
     write_json(bundle_dir / "ppo_history.json", run)
     media = _media(bundle_dir, env_id, result, run, found, limit)
-    card = render(bundle_dir, {**result, "max_steps_limit": limit}, run, found, source, media, same)
+    from gptrl.training.breakout_anchors import load
+
+    card = render(bundle_dir, {**result, "max_steps_limit": limit}, run, found, source, media, same,
+                  load(None if anchors_json is None else Path(anchors_json)))
     write_text(bundle_dir / "README.md", card)
     return result
 

@@ -286,6 +286,12 @@ def render(bundle_dir: Path, result: dict, run: dict, baselines: dict, source: P
         f"entropy {cfg['ent_coef']:g}, Adam lr {cfg['lr']:g}{' annealed to 0 (cosine)' if cfg['anneal_lr'] else ''}"
         f", gradient clip {cfg['max_grad_norm']}"
         + (f", target KL {cfg['target_kl']:g}" if cfg.get("target_kl") else "") + f", seed {cfg['seed']}.",
+        (f"- Kickstarted (`--teacher {cfg['teacher']}`, `gptrl.training.ppo.TEACHERS`): the cross-entropy to the "
+         f"scripted teacher's action at every state the policy visited was added to PPO's loss, its weight "
+         f"{cfg['teacher_coef']:g} at the start falling linearly to 0 at {cfg['teacher_fraction']:.0%} of the run; "
+         "the rest of the run was plain PPO. The teacher is not part of the bundle." if cfg.get("teacher") else None),
+        (f"- The observation encoder's weights trained at their own rate, {cfg['encoder_lr']:g} at the start "
+         "(`--encoder-lr`, annealed alike)." if cfg.get("encoder_lr") else None),
         f"- Cost: {run['step']:,} env steps in {seconds:,.0f} s wall clock ({run['step'] / max(seconds, 1e-9):,.0f} "
         f"env steps/s, held-out evaluations included) on {cfg['threads']} torch thread"
         f"{'s' if cfg['threads'] > 1 else ''}. The run records no machine of its own; this card was measured on "

@@ -360,9 +360,9 @@ def _media(bundle_dir: Path, env_id: str, result: dict, run: dict, baselines: di
     whole = rec.length < steps or rec.length == limit
     return ["![one episode, seed 0](episode.gif)  ",
             f"`gptrl record {bundle_dir.as_posix()} --seed 0 -o episode.gif --max-steps {steps} --every {GIF_EVERY}`: "
-            + (f"the whole episode of seed 0 ({rec.length} steps" if whole else
-               f"the first {rec.length} steps of seed 0 (") + f", return {rec.episode_return:.1f}"
-            + ("" if whole else " over them") + f"), one frame every {GIF_EVERY} steps, {size} pixels.", "",
+            + (f"the whole episode of seed 0 ({rec.length} steps, return {rec.episode_return:.1f})" if whole else
+               f"the first {rec.length} steps of seed 0 (return {rec.episode_return:.1f} over them)")
+            + f", one frame every {GIF_EVERY} steps, {size} pixels.", "",
             "![returns per seed](returns.png)", "",
             "![learning curve](training.png)", "",
             f"Held-out return (greedy, {run['config']['eval_episodes']} seeds from {run['config']['eval_seed']}) and "

@@ -87,9 +87,10 @@ def learned(run_dir: Path, env_id: str, episodes: int) -> dict[str, Any]:
     import gymnasium as gym
 
     from gptrl.training.model_card import measure
-    from gptrl.training.ppo_card import load_run
 
-    run = load_run(run_dir)
+    if not (run_dir / "history.json").is_file():
+        raise FileNotFoundError(f"{run_dir}: no history.json (train the ablation first: make breakout-ablation)")
+    run = read_json(run_dir / "history.json")
     if run.get("env_id") != env_id:
         raise ValueError(f"{run_dir}: the run trained {run.get('env_id')}, not {env_id}")
     register()

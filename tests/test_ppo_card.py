@@ -127,3 +127,30 @@ def test_the_breakout_card_sits_beside_its_anchors_and_says_the_goal(tmp_path):
            "**not met**" in card
     ppo_card.write_card(bundle, run, tmp_path / "absent.json", episodes=2, anchors_json=tmp_path / "none.json")
     assert "The anchors were not measured yet" in (bundle / "README.md").read_text()
+
+
+def test_the_seed_designs_cost_adds_up_its_updates_parts():
+    """gptrl.training.seed_design.ppo_cost on the small board's frames (324 tokens, so it runs in seconds): an update
+    is the rollout's 1024 forwards and 10 epochs of 16 minibatches."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    from gptrl.envs import register
+    from gptrl.training.seed_design import SEED_PPO, SeedPolicy, ppo_cost
+
+    register()
+    env = gym.make("gptrl/AsciiBreakoutSmall-v0")
+    obs, _ = env.reset(seed=0)
+    frames = []
+    for k in range(SEED_PPO["minibatch"]):
+        frames.append(obs)
+        obs, _, terminated, truncated, _ = env.step(k % 3)
+        if terminated or truncated:
+            obs, _ = env.reset()
+    cost = ppo_cost(np.array(frames), repeats=1)
+    assert cost.forward_s > 0 and cost.minibatch_s > cost.forward_s
+    assert cost.update_s == pytest.approx(1024 * cost.forward_s + 10 * 16 * cost.minibatch_s)
+    assert cost.seconds_for(2048) == pytest.approx(2 * cost.update_s)
+    logits, value = SeedPolicy(length=324)(torch.zeros(2, 324, dtype=torch.int64))  # the last token's heads
+    assert logits.shape == (2, 3) and value.shape == (2,)

@@ -39,7 +39,7 @@ def record_episode(policy, env, seed: int, target: float | None) -> tuple[np.nda
     for _ in range(STEPS):
         seen = obs.astype(np.float32)
         action = policy.act(seen, reward=reward) if target is not None else policy.act(seen)
-        observations.append(seen)
+        observations.append(seen.reshape(-1))  # flat, as the replay feeds it (a grid's frame is accepted flat)
         rewards.append(np.nan if reward is None else float(reward))
         actions.append(action)
         obs, reward, terminated, truncated, _ = env.step(action)

@@ -76,7 +76,7 @@ class Args:
     lr: float = 1e-3  # Adam's learning rate at the start
     encoder_lr: float = 0.0  # the observation encoder's (a grid's embedding and patch weights) own rate at the start,
     # annealed alike (0: lr). Its unit-scale lookups move slowly at the trunk's rate: cloning ASCII Breakout's
-    # heuristic from frames sat at the majority class for 800 Adam steps at 1e-3, and learned by step 600 at 1e-2
+    # heuristic from frames stayed near 0.6 accuracy for 800 Adam steps at 1e-3, and passed 0.9 by step 600 at 1e-2
     anneal_lr: bool = True  # anneal it to 0 over the run (the loop's cosine schedule)
     action_type: str = "gaussian"  # for a Box action space: "gaussian" (clipped to the bounds) or "tanh"
     critic: str = "shared"  # "shared": one trunk, a policy head and a value head (the shipped graph's value is the

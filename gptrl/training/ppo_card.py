@@ -295,7 +295,8 @@ def render(bundle_dir: Path, result: dict, run: dict, baselines: dict, source: P
         f"- Cost: {run['step']:,} env steps in {seconds:,.0f} s wall clock ({run['step'] / max(seconds, 1e-9):,.0f} "
         f"env steps/s, held-out evaluations included) on {cfg['threads']} torch thread"
         f"{'s' if cfg['threads'] > 1 else ''}. The run records no machine of its own; this card was measured on "
-        f"{_machine(result)} (the Measured-on line)" + (", where the baselines were trained too." if baselines else "."),
+        f"{_machine(result)} (the Measured-on line)"
+        + (", where the baselines were trained too." if baselines else "."),
         (f"- Before every update the recomputed log-probabilities matched the rollout's within {logp:.2g}"
          + (f" and the values within {value:.2g}" if value is not None else " (a separate critic: its values are "
             "recomputed, not compared)")

@@ -87,8 +87,8 @@ def _expected_algos(env_id: str, found: dict) -> list[str]:
     RecurrentPPO on the masked ones; any other that was run."""
     from gptrl.training.baselines import BUDGETS
 
-    return [a for a in ("ppo", "recurrent-ppo") if a in found or (env_id in BUDGETS and (a == "ppo" or "NoVel" in
-                                                                                       env_id))]
+    expected = (["ppo"] + (["recurrent-ppo"] if "NoVel" in env_id else [])) if env_id in BUDGETS else []
+    return [a for a in ("ppo", "recurrent-ppo") if a in expected or a in found]
 
 
 def comparison(env_id: str, result: dict, run: dict, baselines: dict[str, list[dict]],
